@@ -1,0 +1,30 @@
+# Two entry points: `make demo` and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch and triton are pinned here (a CPU wheel of torch lies on local disk);
+	# pyproject.toml only gives ranges.
+	$(BIN)/pip install -q torch==2.13.0 triton==3.7.1
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/fdm sample oracle:periodic:lengthscale=4,period=24,weight=0.8,size=32,channels=3 \
+		--scheme hierarchy-2 --n-obs 0 --length 300 --steps 25 --out demo_out
+	@echo "demo video: demo_out/video_0000.mp4"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) demo_out

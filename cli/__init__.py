@@ -1,0 +1,1 @@
+"""The `fdm` command line (click)."""

@@ -1,0 +1,67 @@
+"""`fdm`: the command group. Each sub-command lives in its own module under cli/."""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+
+import click
+
+from fdm_engine.errors import FdmError
+
+# name -> "module:attribute"; imported only when the command runs, so `fdm --help` stays fast.
+COMMANDS = {
+    "sample": "cli.sample:sample",
+    "schemes": "cli.schemes:schemes",
+    "convert": "cli.convert:convert",
+}
+
+
+def _version() -> str:
+    try:
+        return version("fdm")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), prog_name="fdm")
+def cli():
+    """fdm: long-video diffusion.
+
+    A model that sees only K frames at once generates videos of hundreds or thousands of frames
+    by running many denoising jobs over frame subsets, planned by a sampling scheme.
+    """
+
+
+def main(argv=None):
+    """Console entry point: user mistakes (FdmError) print one line and exit 2."""
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except FdmError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Timestep spacings: which decreasing timesteps a sampler with n steps visits (SPEC §9)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fdm_engine.diffusion.schedule import NoiseSchedule
+from fdm_engine.errors import FdmError
+from fdm_engine.registry import Registry
+
+SPACINGS: Registry = Registry("timestep spacing", group="fdm.spacings")
+
+
+def _check(schedule: NoiseSchedule, n: int) -> int:
+    if not 1 <= n <= schedule.num_steps:
+        raise FdmError(f"--steps must be in 1..{schedule.num_steps} (got {n})")
+    return schedule.num_steps
+
+
+@SPACINGS.register("linspace")
+def linspace(schedule: NoiseSchedule, n: int) -> torch.Tensor:
+    """Uniform in t: round(linspace(N-1, 0, n))."""
+    N = _check(schedule, n)
+    return torch.from_numpy(np.round(np.linspace(N - 1, 0, n)).astype(np.int64))
+
+
+@SPACINGS.register("trailing")
+def trailing(schedule: NoiseSchedule, n: int) -> torch.Tensor:
+    """diffusers' trailing: round(arange(N, 0, -N/n)) - 1."""
+    N = _check(schedule, n)
+    return torch.from_numpy(np.round(np.arange(N, 0, -N / n)).astype(np.int64) - 1)
+
+
+def _nearest_timesteps(table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Indices of `table` nearest to each target, duplicates removed, decreasing."""
+    idx = (table[None, :] - targets[:, None]).abs().argmin(dim=1)
+    return torch.unique(idx).flip(0)
+
+
+@SPACINGS.register("logsnr")
+def logsnr(schedule: NoiseSchedule, n: int) -> torch.Tensor:
+    """Uniform in log-SNR: timesteps nearest to linspace(lambda(N-1), lambda(0), n)."""
+    N = _check(schedule, n)
+    lam = schedule.log_snrs
+    targets = torch.linspace(float(lam[N - 1]), float(lam[0]), n, dtype=torch.float64)
+    return _nearest_timesteps(lam, targets)
+
+
+@SPACINGS.register("karras")
+def karras(schedule: NoiseSchedule, n: int, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. (2022) eq. 5 in sigma = sqrt((1-ab)/ab), rho = 7, mapped to nearest timesteps."""
+    _check(schedule, n)
+    sigmas = ((1 - schedule.alphas_cumprod) / schedule.alphas_cumprod).sqrt()
+    lo, hi = float(sigmas[0]) ** (1 / rho), float(sigmas[-1]) ** (1 / rho)
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    targets = (hi + ramp * (lo - hi)) ** rho
+    return _nearest_timesteps(sigmas.log(), targets.log())
+
+
+def timesteps_for(schedule: NoiseSchedule, n: int, spacing: str) -> torch.Tensor:
+    """Decreasing int64 timesteps [n'] (n' <= n when a spacing merges duplicates)."""
+    return SPACINGS.get(spacing)(schedule, n)

@@ -1,0 +1,44 @@
+"""Denoiser models. Every model follows one contract (SPEC §2):
+
+    pred = model(x, frame_indices, noise_levels, observed, valid=None)
+    x [B, F, C, H, W], frame_indices [B, F] int64, noise_levels [B, F] (timesteps; 0 on observed),
+    observed [B, F] bool, valid [B, F] bool (False = padding slot) -> pred [B, F, C, H, W]
+
+A model class has a frozen `Config` dataclass (fdm_engine.config.Config), is built as
+`cls(config)`, keeps it as `self.config`, and exposes `image_size`, `channels` and `max_frames`
+(None when any number of frames is accepted). Register it in MODELS so checkpoints can rebuild it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fdm_engine.registry import Registry
+
+MODELS: Registry = Registry("model", group="fdm.models")
+
+
+def build_model(name: str, config: dict[str, Any] | None = None, **overrides):
+    """Build a registered model from a config dict (e.g. read from a checkpoint)."""
+    cls = MODELS.get(name)
+    cfg = cls.Config.from_dict({**(config or {}), **overrides})
+    return cls(cfg)
+
+
+def model_name(model) -> str:
+    """The registry name of a model instance."""
+    for name in MODELS.names():
+        if type(model) is MODELS.get(name):
+            return name
+    raise KeyError(f"{type(model).__name__} is not registered in MODELS")
+
+
+def _register_builtin() -> None:
+    # Imported here so `import fdm_engine.models` registers the built-in models.
+    from fdm_engine.models import fdm_unet  # noqa: F401
+
+
+try:
+    _register_builtin()
+except ImportError:  # built by a later step of the set-up
+    pass
