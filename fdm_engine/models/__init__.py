@@ -33,12 +33,5 @@ def model_name(model) -> str:
     raise KeyError(f"{type(model).__name__} is not registered in MODELS")
 
 
-def _register_builtin() -> None:
-    # Imported here so `import fdm_engine.models` registers the built-in models.
-    from fdm_engine.models import fdm_unet  # noqa: F401
-
-
-try:
-    _register_builtin()
-except ImportError:  # built by a later step of the set-up
-    pass
+# Imported last so `import fdm_engine.models` registers the built-in models (they need MODELS).
+from fdm_engine.models import fdm_unet  # noqa: E402,F401

@@ -1,0 +1,172 @@
+"""FDM attention: temporal attention with contextual relative position encodings, spatial attention.
+
+Temporal attention (tokens = the F frames at one spatial position). Frame order enters only through
+a relative encoding R [B, heads, F, F, D] of d_ij = frame_index[i] - frame_index[j]:
+
+    feats_ij = [log(1 + max(d_ij, 0)), log(1 + max(-d_ij, 0)), 1 if d_ij == 0 else 0]
+    R_ij     = W_out SiLU(W_d feats_ij + W_t emb_i)        (W_out zero-initialised)
+
+where emb_i is the time embedding of the *query* frame i (so R knows the query's noise level;
+per-frame levels stay per-frame). With 1/sqrt(D) scaling, the Shaw-style contextual terms are
+
+    score_ij = (q_i . k_j + q_i . R_ij + R_ij . k_j) / sqrt(D)
+    out_i    = sum_j softmax_j(score_i)_j (v_j + R_ij)
+
+R does not depend on the spatial position, so it is computed once per (batch, query, key) pair and
+shared by every position. While R is exactly zero (the zero-initialised net, not training) the
+relative terms vanish and the computation goes through `F.scaled_dot_product_attention`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from fdm_engine.models.blocks import group_norm, zero_module
+
+
+@dataclass
+class FrameContext:
+    """Per-call frame information shared by every attention block of one forward."""
+
+    batch: int
+    frames: int
+    emb: torch.Tensor  # [B, F, E] per-frame time embedding
+    rel_feats: torch.Tensor  # [B, F, F, 3] relative-distance features
+    mask: torch.Tensor | None  # [B, F, F] bool, True where query i may attend key j; None = all
+
+
+def relative_features(frame_indices: torch.Tensor) -> torch.Tensor:
+    """[B, F] int64 frame indices -> [B, F, F, 3] features of d_ij = idx_i - idx_j (see module doc)."""
+    d = frame_indices[:, :, None] - frame_indices[:, None, :]  # [B, F, F] int64, exact
+    df = d.float()
+    return torch.stack([torch.log1p(df.clamp(min=0)), torch.log1p((-df).clamp(min=0)), (d == 0).float()], dim=-1)
+
+
+def padding_mask(valid: torch.Tensor | None) -> torch.Tensor | None:
+    """valid [B, F] bool -> [B, F, F] mask where slots attend only to slots of their own kind.
+
+    Padding attends only to padding and real frames only to real frames; None when all are valid.
+    """
+    if valid is None or bool(valid.all()):
+        return None
+    return valid[:, :, None] == valid[:, None, :]  # [B, F, F]
+
+
+def temporal_attention_ref(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: torch.Tensor | None, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Reference temporal attention with contextual relative encodings (the math in the module doc).
+
+    q, k, v [B, S, n, F, D] (S spatial positions, n heads); rel [B, n, F, F, D] or None (= zeros);
+    mask [B, F, F] bool (True = query i may attend key j; every row needs one True) or None.
+    Returns [B, S, n, F, D].
+    """
+    scale = q.shape[-1] ** -0.5
+    scores = torch.einsum("bsnid,bsnjd->bsnij", q, k)  # [B, S, n, F, F]
+    if rel is not None:
+        scores = scores + torch.einsum("bsnid,bnijd->bsnij", q, rel) + torch.einsum("bnijd,bsnjd->bsnij", rel, k)
+    scores = scores * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask[:, None, None], float("-inf"))
+    p = scores.softmax(dim=-1)  # [B, S, n, F, F]
+    out = torch.einsum("bsnij,bsnjd->bsnid", p, v)  # [B, S, n, F, D]
+    if rel is not None:
+        out = out + torch.einsum("bsnij,bnijd->bsnid", p, rel)
+    return out
+
+
+def temporal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: torch.Tensor | None, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Dispatch for temporal attention; same signature and shapes as `temporal_attention_ref`.
+
+    Without relative terms this is plain (masked) attention and goes to the fused SDPA; otherwise
+    to the reference einsum path. A fused kernel for the relative case plugs in here.
+    """
+    if rel is None:
+        B, S, n, Fr, D = q.shape
+        attn_mask = None if mask is None else mask[:, None]  # [B, 1, F, F]
+        out = F.scaled_dot_product_attention(
+            q.reshape(B, S * n, Fr, D), k.reshape(B, S * n, Fr, D), v.reshape(B, S * n, Fr, D), attn_mask=attn_mask
+        )  # [B, S*n, F, D]
+        return out.view(B, S, n, Fr, D)
+    return temporal_attention_ref(q, k, v, rel, mask)
+
+
+class RelativePositionNet(nn.Module):
+    """features [B, F, F, 3] and query time embedding [B, F, E] -> R [B, F, F, C] (zero at init)."""
+
+    def __init__(self, channels: int, embed_dim: int):
+        super().__init__()
+        self.dist = nn.Linear(3, channels)
+        self.time = nn.Linear(embed_dim, channels)
+        self.out = zero_module(nn.Linear(channels, channels))
+
+    def vanishes(self) -> bool:
+        """True when R is identically zero and no gradient is wanted, so it may be skipped."""
+        if torch.is_grad_enabled() and (self.out.weight.requires_grad or self.out.bias.requires_grad):
+            return False  # R = 0 still has a non-zero gradient w.r.t. the output layer
+        return not (bool(self.out.weight.any()) or bool(self.out.bias.any()))
+
+    def forward(self, feats: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.dist(feats.to(self.dist.weight.dtype)) + self.time(emb)[:, :, None, :]  # [B, F, F, C]; query emb over keys
+        return self.out(F.silu(h))  # [B, F, F, C]
+
+
+class TemporalAttention(nn.Module):
+    """Pre-norm residual attention across frames at each spatial position."""
+
+    def __init__(self, channels: int, num_heads: int, embed_dim: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = group_norm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.rel = RelativePositionNet(channels, embed_dim)
+        self.proj = zero_module(nn.Linear(channels, channels))
+
+    def forward(self, x: torch.Tensor, ctx: FrameContext) -> torch.Tensor:
+        H = x.shape[-2]
+        h = rearrange(self.norm(x), "(b f) c h w -> b (h w) f c", b=ctx.batch)  # [B, S, F, C]
+        q, k, v = rearrange(self.qkv(h), "b s f (three n d) -> three b s n f d", three=3, n=self.num_heads)
+        rel = None
+        if not self.rel.vanishes():
+            rel = rearrange(self.rel(ctx.rel_feats, ctx.emb), "b i j (n d) -> b n i j d", n=self.num_heads)
+        out = temporal_attention(q, k, v, rel, ctx.mask)  # [B, S, n, F, D]
+        out = self.proj(rearrange(out, "b s n f d -> b s f (n d)"))  # [B, S, F, C]
+        return x + rearrange(out, "b (h w) f c -> (b f) c h w", h=H)
+
+
+class SpatialAttention(nn.Module):
+    """Pre-norm residual attention across the H*W positions of each frame."""
+
+    def __init__(self, channels: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = group_norm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = zero_module(nn.Linear(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H = x.shape[-2]
+        h = rearrange(self.norm(x), "n c h w -> n (h w) c")  # [N, S, C]
+        q, k, v = rearrange(self.qkv(h), "n s (three h d) -> three n h s d", three=3, h=self.num_heads)
+        out = F.scaled_dot_product_attention(q, k, v)  # [N, n, S, D]
+        out = self.proj(rearrange(out, "n h s d -> n s (h d)"))  # [N, S, C]
+        return x + rearrange(out, "n (h w) c -> n c h w", h=H)
+
+
+class AttentionBlock(nn.Module):
+    """Temporal attention then spatial attention, both pre-norm residual. x [B*F, C, H, W]."""
+
+    def __init__(self, channels: int, num_heads: int, embed_dim: int):
+        super().__init__()
+        self.temporal = TemporalAttention(channels, num_heads, embed_dim)
+        self.spatial = SpatialAttention(channels, num_heads)
+
+    def forward(self, x: torch.Tensor, ctx: FrameContext) -> torch.Tensor:
+        return self.spatial(self.temporal(x, ctx))

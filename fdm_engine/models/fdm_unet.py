@@ -1,0 +1,220 @@
+"""The FDM denoiser (SPEC §3): a per-frame 2D UNet with temporal + spatial attention blocks.
+
+Frames are folded into the batch axis for convolutions and spatial attention; temporal attention
+mixes frames at each spatial position, and frame order reaches the network only through relative
+encodings of absolute frame indices (fdm_engine.models.attention). An extra input plane marks
+observed frames. Per-frame noise levels give per-frame time embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from fdm_engine.config import Config
+from fdm_engine.errors import FdmError
+from fdm_engine.models import MODELS
+from fdm_engine.models.attention import AttentionBlock, FrameContext, padding_mask, relative_features
+from fdm_engine.models.blocks import Downsample, ResBlock, TimestepEmbedding, Upsample, group_norm, zero_module
+
+# Channel multipliers used when `channel_mult` is left empty (improved DDPM / FDM).
+DEFAULT_CHANNEL_MULT = {32: (1, 2, 2, 2), 64: (1, 2, 3, 4), 128: (1, 1, 2, 3, 4), 256: (1, 1, 2, 2, 4, 4)}
+
+
+@dataclass(frozen=True)
+class FDMUNetConfig(Config):
+    """Constructor arguments of FDMUNet. `channel_mult=()` means the default for `image_size`."""
+
+    image_size: int = 32
+    channels: int = 3
+    base_channels: int = 128
+    channel_mult: tuple[int, ...] = ()
+    num_res_blocks: int = 1
+    attention_resolutions: tuple[int, ...] = (16, 8)
+    num_heads: int = 4
+    max_frames: int = 20
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        for name in ("image_size", "channels", "base_channels", "num_res_blocks", "num_heads", "max_frames"):
+            if int(getattr(self, name)) < 1:
+                raise FdmError(f"FDMUNetConfig.{name} must be >= 1 (got {getattr(self, name)})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise FdmError(f"FDMUNetConfig.dropout must be in [0, 1) (got {self.dropout})")
+        mults = self.mults
+        if any(m < 1 for m in mults):
+            raise FdmError(f"FDMUNetConfig.channel_mult entries must be >= 1 (got {mults})")
+        if self.image_size % 2 ** (len(mults) - 1):
+            raise FdmError(
+                f"FDMUNetConfig.image_size {self.image_size} is not divisible by 2^{len(mults) - 1} "
+                f"(channel_mult {mults})"
+            )
+        for level, m in enumerate(mults):
+            res = self.image_size >> level
+            if (res in self.attention_resolutions or level == len(mults) - 1) and (m * self.base_channels) % self.num_heads:
+                raise FdmError(
+                    f"FDMUNetConfig.num_heads {self.num_heads} does not divide {m * self.base_channels} channels "
+                    f"at resolution {res}"
+                )
+
+    @property
+    def mults(self) -> tuple[int, ...]:
+        """The channel multipliers in use (explicit, or the default for the image size)."""
+        if self.channel_mult:
+            return tuple(self.channel_mult)
+        if self.image_size not in DEFAULT_CHANNEL_MULT:
+            raise FdmError(
+                f"no default channel_mult for image_size {self.image_size} "
+                f"(defaults exist for {sorted(DEFAULT_CHANNEL_MULT)}); set channel_mult"
+            )
+        return DEFAULT_CHANNEL_MULT[self.image_size]
+
+    @property
+    def embed_dim(self) -> int:
+        return 4 * self.base_channels
+
+
+class Stage(nn.ModuleList):
+    """A sequence of ResBlocks / attention blocks / resamplers fed what each needs."""
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, ctx: FrameContext) -> torch.Tensor:
+        for layer in self:
+            if isinstance(layer, ResBlock):
+                h = layer(h, emb)
+            elif isinstance(layer, AttentionBlock):
+                h = layer(h, ctx)
+            else:
+                h = layer(h)
+        return h
+
+
+class FDMUNet(nn.Module):
+    """FDM denoiser: pred [B, F, C, H, W] = model(x, frame_indices, noise_levels, observed, valid)."""
+
+    Config = FDMUNetConfig
+
+    def __init__(self, config: FDMUNetConfig):
+        super().__init__()
+        self.config = config
+        self.image_size = config.image_size
+        self.channels = config.channels
+        self.max_frames = config.max_frames
+        base, emb_dim, mults = config.base_channels, config.embed_dim, config.mults
+        attn_res, heads = set(config.attention_resolutions), config.num_heads
+
+        def res_block(cin: int, cout: int) -> ResBlock:
+            return ResBlock(cin, cout, emb_dim, config.dropout)
+
+        self.time_embed = TimestepEmbedding(base, emb_dim)
+        self.in_conv = nn.Conv2d(config.channels + 1, base, 3, padding=1)
+
+        ch, res = base, config.image_size
+        skips = [ch]
+        self.down = nn.ModuleList()
+        for level, m in enumerate(mults):
+            for _ in range(config.num_res_blocks):
+                stage = Stage([res_block(ch, m * base)])
+                ch = m * base
+                if res in attn_res:
+                    stage.append(AttentionBlock(ch, heads, emb_dim))
+                self.down.append(stage)
+                skips.append(ch)
+            if level < len(mults) - 1:
+                self.down.append(Stage([Downsample(ch)]))
+                skips.append(ch)
+                res //= 2
+
+        self.middle = Stage([res_block(ch, ch), AttentionBlock(ch, heads, emb_dim), res_block(ch, ch)])
+
+        self.up = nn.ModuleList()
+        for level, m in reversed(list(enumerate(mults))):
+            for i in range(config.num_res_blocks + 1):
+                stage = Stage([res_block(ch + skips.pop(), m * base)])
+                ch = m * base
+                if res in attn_res:
+                    stage.append(AttentionBlock(ch, heads, emb_dim))
+                if level > 0 and i == config.num_res_blocks:
+                    stage.append(Upsample(ch))
+                    res *= 2
+                self.up.append(stage)
+        assert not skips, "every skip connection must be consumed"
+
+        self.out_norm = group_norm(ch)
+        self.out_conv = zero_module(nn.Conv2d(ch, config.channels, 3, padding=1))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        frame_indices: torch.Tensor,
+        noise_levels: torch.Tensor,
+        observed: torch.Tensor,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x [B, F, C, H, W]; frame_indices [B, F] int64; noise_levels [B, F] float timesteps;
+        observed [B, F] bool; valid [B, F] bool or None -> pred [B, F, C, H, W]."""
+        self._check_inputs(x, frame_indices, noise_levels, observed, valid)
+        B, Fr, _, H, W = x.shape
+        emb = self.time_embed(noise_levels.reshape(-1))  # [B*F, E]
+        ctx = FrameContext(
+            batch=B,
+            frames=Fr,
+            emb=emb.view(B, Fr, -1),  # [B, F, E]
+            rel_feats=relative_features(frame_indices.long()),  # [B, F, F, 3]
+            mask=padding_mask(valid),  # [B, F, F] or None
+        )
+        indicator = observed.to(x.dtype)[:, :, None, None, None].expand(B, Fr, 1, H, W)  # [B, F, 1, H, W]
+        h = rearrange(torch.cat([x, indicator], dim=2), "b f c h w -> (b f) c h w")  # [B*F, C+1, H, W]
+
+        h = self.in_conv(h)  # [B*F, base, H, W]
+        skips = [h]
+        for stage in self.down:
+            h = stage(h, emb, ctx)
+            skips.append(h)
+        h = self.middle(h, emb, ctx)
+        for stage in self.up:
+            h = stage(torch.cat([h, skips.pop()], dim=1), emb, ctx)
+        h = self.out_conv(F.silu(self.out_norm(h)))  # [B*F, C, H, W]
+        return rearrange(h, "(b f) c h w -> b f c h w", b=B)
+
+    def _check_inputs(self, x, frame_indices, noise_levels, observed, valid) -> None:
+        if x.dim() != 5:
+            raise FdmError(f"FDMUNet expects x of shape [B, F, C, H, W] (got {tuple(x.shape)})")
+        B, Fr, C, H, W = x.shape
+        if (C, H, W) != (self.channels, self.image_size, self.image_size):
+            raise FdmError(
+                f"FDMUNet expects frames of shape {(self.channels, self.image_size, self.image_size)} "
+                f"(got {(C, H, W)})"
+            )
+        for name, t in (("frame_indices", frame_indices), ("noise_levels", noise_levels), ("observed", observed), ("valid", valid)):
+            if t is not None and tuple(t.shape) != (B, Fr):
+                raise FdmError(f"FDMUNet expects {name} of shape {(B, Fr)} (got {tuple(t.shape)})")
+
+
+MODELS.register("fdm", FDMUNet)
+
+PRESETS: dict[str, FDMUNetConfig] = {
+    "tiny": FDMUNetConfig(
+        image_size=32, channels=3, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+        attention_resolutions=(16, 8), num_heads=4, max_frames=10,
+    ),
+    "fdm-carla": FDMUNetConfig(
+        image_size=128, base_channels=128, channel_mult=(1, 1, 2, 3, 4), num_res_blocks=1, num_heads=4, max_frames=20
+    ),
+    "fdm-minerl": FDMUNetConfig(
+        image_size=64, base_channels=128, channel_mult=(1, 2, 3, 4), num_res_blocks=1, num_heads=4, max_frames=20
+    ),
+    "fdm-mazes": FDMUNetConfig(
+        image_size=64, base_channels=128, channel_mult=(1, 2, 3, 4), num_res_blocks=1, num_heads=4, max_frames=20
+    ),
+}
+
+
+def fdm_preset(name: str) -> FDMUNetConfig:
+    """The FDMUNetConfig of a named preset (see PRESETS)."""
+    if name not in PRESETS:
+        raise FdmError(f"unknown FDM preset {name!r} (known: {', '.join(sorted(PRESETS))})")
+    return PRESETS[name]
