@@ -1,0 +1,102 @@
+"""`fdm schemes`: list, plan, show and measure sampling schemes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import click
+
+from sampling_schemes import Plan, get_scheme, plan as plan_static
+from sampling_schemes.registry import SCHEMES
+
+DESCRIPTIONS = {
+    "autoreg": "observe the last K-S frames, generate the next S",
+    "long-range": "observe (K-S)//2 recent frames plus the latest given frames, generate the next S",
+    "hierarchy-N": "coarse-to-fine over N levels (FDM paper); sequential",
+    "hierarchy-N-parallel": "hierarchy whose level-l jobs observe only levels < l: one round per level",
+    "adaptive-autoreg": "autoreg's latent frames, observed frames picked per video (farthest point)",
+    "adaptive-hierarchy-N": "hierarchy-N's latent frames, observed frames picked per video",
+}
+
+
+def plan_options(f):
+    """The options every planning sub-command shares (they map onto plan()'s arguments)."""
+    f = click.option("--step-size", type=int, default=None, help="S: latent frames per job [default: K//2].")(f)
+    f = click.option("--max-frames", type=int, default=20, show_default=True,
+                     help="K: frames the model sees at once.")(f)
+    f = click.option("--n-obs", type=int, default=0, show_default=True,
+                     help="Given frames 0..n-1 (0: unconditional start).")(f)
+    f = click.option("--length", type=int, required=True, help="T: frames in the video.")(f)
+    return click.argument("scheme")(f)
+
+
+def make_plan(scheme: str, length: int, n_obs: int, max_frames: int, step_size: int | None) -> Plan:
+    """The static plan, or for an adaptive scheme a preview with time as the embedding."""
+    if get_scheme(scheme).adaptive:
+        from sampling_schemes import preview_plan
+
+        click.echo(f"note: {scheme} picks observed frames from the video at run time; "
+                   "this preview uses the frame index as the embedding", err=True)
+        return preview_plan(scheme, length, n_obs, max_frames, step_size)
+    return plan_static(scheme, length, n_obs, max_frames, step_size)
+
+
+@click.group()
+def schemes():
+    """Sampling schemes: which frames each job generates and which it observes."""
+
+
+@schemes.command("list")
+def list_schemes():
+    """List the known schemes (N is any number of levels >= 2)."""
+    for name in SCHEMES.names():
+        click.echo(f"{name:<22} {DESCRIPTIONS.get(name, '(plug-in)')}")
+
+
+@schemes.command("plan")
+@plan_options
+@click.option("--json", "as_json", is_flag=True, help='Print {"jobs": [{"observed": [...], "latent": [...]}]}.')
+def plan_cmd(scheme, length, n_obs, max_frames, step_size, as_json):
+    """Print the jobs of SCHEME in execution order."""
+    p = make_plan(scheme, length, n_obs, max_frames, step_size)
+    if as_json:
+        click.echo(p.to_json())
+        return
+    for k, job in enumerate(p.jobs):
+        click.echo(f"job {k:>3}  level {job.level}  observe {list(job.observed)}  generate {list(job.latent)}")
+
+
+@schemes.command("show")
+@plan_options
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the picture (PNG) here.")
+@click.option("--width", type=int, default=None, help="Terminal columns [default: the terminal's width].")
+def show(scheme, length, n_obs, max_frames, step_size, out, width):
+    """Draw SCHEME: a row per job, a column per frame."""
+    p = make_plan(scheme, length, n_obs, max_frames, step_size)
+    from sampling_schemes.render import render_png, render_text
+
+    click.echo(render_text(p, width or shutil.get_terminal_size().columns))
+    if out:
+        S = step_size or max_frames // 2
+        title = f"{scheme}: T={length}, n_obs={n_obs}, K={max_frames}, S={S}: {len(p)} jobs, depth {p.depth}"
+        render_png(p, out, title)
+        click.echo(f"wrote {out}")
+
+
+@schemes.command("stats")
+@plan_options
+@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Denoising steps per job (NFE = jobs x steps).")
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
+def stats(scheme, length, n_obs, max_frames, step_size, steps, as_json):
+    """Count SCHEME's jobs, network evaluations, DAG depth and widest round."""
+    p = make_plan(scheme, length, n_obs, max_frames, step_size)
+    numbers = {"jobs": len(p), "nfe": len(p) * steps, "depth": p.depth, "widest": p.widest}
+    if as_json:
+        click.echo(json.dumps(numbers))
+        return
+    click.echo(f"jobs:   {numbers['jobs']}")
+    click.echo(f"NFE:    {numbers['nfe']}  ({numbers['jobs']} jobs x {steps} steps)")
+    click.echo(f"depth:  {numbers['depth']}  (rounds run in sequence, jobs within a round batched)")
+    click.echo(f"widest: {numbers['widest']}  (jobs in the largest round)")

@@ -1,0 +1,58 @@
+"""Argument checks (user mistakes -> FdmError naming the flag) and plan invariant checks."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from fdm_engine.errors import FdmError
+from sampling_schemes.job import Job
+
+
+def check_args(length: int, n_obs: int, max_frames: int, step_size: int | None) -> int:
+    """Validate planner inputs; returns the step size (default max_frames // 2)."""
+    if length < 1:
+        raise FdmError(f"--length must be >= 1 (got {length})")
+    if n_obs < 0:
+        raise FdmError(f"--n-obs must be >= 0 (got {n_obs})")
+    if n_obs >= length:
+        raise FdmError(f"--n-obs must be < --length (got {n_obs} >= {length})")
+    if max_frames < 2:
+        raise FdmError(f"--max-frames must be >= 2 (got {max_frames})")
+    if step_size is None:
+        step_size = max_frames // 2
+    if step_size < 1:
+        raise FdmError(f"--step-size must be >= 1 (got {step_size})")
+    if step_size >= max_frames:
+        raise FdmError(f"--step-size must be < --max-frames (got {step_size} >= {max_frames})")
+    return step_size
+
+
+def plan_problems(jobs: Iterable[Job], length: int, n_obs: int, max_frames: int) -> list[str]:
+    """Every way `jobs` breaks the plan invariants (empty when the plan is valid).
+
+    Invariants: indices in [0, T), sorted and without duplicates; observed and latent disjoint;
+    |observed| + |latent| <= K; every observed frame done before its job; every latent frame undone
+    before its job; at the end every frame in [0, T) done.
+    """
+    done = set(range(n_obs))
+    problems = []
+    for k, job in enumerate(jobs):
+        where = f"job {k}"
+        for name, idx in (("observed", job.observed), ("latent", job.latent)):
+            if list(idx) != sorted(set(idx)):
+                problems.append(f"{where}: {name} frames not sorted/unique {list(idx)}")
+            if idx and (idx[0] < 0 or idx[-1] >= length):
+                problems.append(f"{where}: {name} frames outside [0, {length})")
+        if not job.latent:
+            problems.append(f"{where}: no latent frames")
+        if len(job.observed) + len(job.latent) > max_frames:
+            problems.append(f"{where}: {len(job.observed) + len(job.latent)} frames > K={max_frames}")
+        if set(job.observed) - done:
+            problems.append(f"{where}: observes frames not yet done {sorted(set(job.observed) - done)}")
+        if set(job.latent) & done:
+            problems.append(f"{where}: regenerates done frames {sorted(set(job.latent) & done)}")
+        done |= set(job.latent)
+    missing = sorted(set(range(length)) - done)
+    if missing:
+        problems.append(f"frames never generated: {missing[:10]}{'...' if len(missing) > 10 else ''}")
+    return problems
