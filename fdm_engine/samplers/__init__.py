@@ -1,0 +1,24 @@
+"""Noise samplers, selectable by name; users add theirs with `SAMPLERS.register(name, cls)` or
+the entry-point group `fdm.samplers`. `run_job` drives one (batched) denoising job."""
+
+from fdm_engine.registry import Registry
+from fdm_engine.samplers.base import Sampler, SamplerConfig
+from fdm_engine.samplers.ddim import DDIMSampler
+from fdm_engine.samplers.ddpm import DDPMSampler, DDPMSmallSampler
+from fdm_engine.samplers.dpmpp import DPMSolverPP2MSampler
+
+SAMPLERS: Registry = Registry("sampler", group="fdm.samplers")
+SAMPLERS.register("ddpm", DDPMSampler)
+SAMPLERS.register("ddpm-small", DDPMSmallSampler)
+SAMPLERS.register("ddim", DDIMSampler)
+SAMPLERS.register("dpm++2m", DPMSolverPP2MSampler)
+
+
+def make_sampler(name: str, schedule, steps: int = 25, spacing: str = "logsnr", eta: float = 0.0) -> Sampler:
+    return SAMPLERS.get(name)(schedule, SamplerConfig(steps=steps, spacing=spacing, eta=eta))
+
+
+from fdm_engine.samplers.job import run_job  # noqa: E402  (needs Sampler defined above)
+
+__all__ = ["SAMPLERS", "Sampler", "SamplerConfig", "make_sampler", "run_job",
+           "DDPMSampler", "DDPMSmallSampler", "DDIMSampler", "DPMSolverPP2MSampler"]

@@ -1,0 +1,70 @@
+"""The sampler interface: diffusers-style `set_timesteps` / `step`, with per-frame noise levels.
+
+A sampler moves latent frames from timestep t to t_next (t_next < t; -1 means clean). t and t_next
+are tensors broadcastable to the leading [B, F] dims of the sample, so frames in one call may sit
+at different noise levels (SPEC §2). Frames with t < 0 (observed, clean) are returned unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from fdm_engine.config import Config
+from fdm_engine.diffusion.prediction import to_x0
+from fdm_engine.diffusion.schedule import NoiseSchedule, expand_like
+from fdm_engine.diffusion.spacing import timesteps_for
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig(Config):
+    steps: int = 25
+    spacing: str = "logsnr"  # measured best on the oracle (tests/test_samplers.py)
+    eta: float = 0.0  # DDIM only: 0 deterministic, 1 DDPM-like
+
+
+class Sampler:
+    """Base class. Subclasses implement `update(x0, x_t, t, t_next, noise)`."""
+
+    stochastic = False  # whether `step` consumes fresh noise
+
+    def __init__(self, schedule: NoiseSchedule, config: SamplerConfig | None = None):
+        self.schedule = schedule
+        self.config = config or SamplerConfig()
+        self.set_timesteps(self.config.steps, self.config.spacing)
+
+    def set_timesteps(self, num_steps: int, spacing: str | None = None) -> torch.Tensor:
+        """Choose the visited timesteps (decreasing) and reset any multistep state."""
+        spacing = spacing or self.config.spacing
+        self.config = self.config.replace(steps=num_steps, spacing=spacing)
+        self.timesteps = timesteps_for(self.schedule, num_steps, spacing)  # [n] int64, decreasing
+        self.reset()
+        return self.timesteps
+
+    def trajectory(self) -> torch.Tensor:
+        """[n + 1] levels: the visited timesteps, then -1 (clean)."""
+        return torch.cat([self.timesteps.to(torch.float64), torch.tensor([-1.0], dtype=torch.float64)])
+
+    def reset(self) -> None:
+        """Forget multistep history (call before each job)."""
+
+    def step(self, model_output: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor,
+             sample: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One move from t to t_next. sample, model_output [B, F, C, H, W]; t, t_next [B, F]."""
+        t = torch.as_tensor(t, dtype=torch.float64)
+        t_next = torch.as_tensor(t_next, dtype=torch.float64)
+        a, s = self.schedule.alpha_sigma(t)
+        x0 = to_x0(model_output, self.schedule.prediction, sample, expand_like(a, sample), expand_like(s, sample))
+        if self.stochastic and noise is None:
+            noise = torch.randn_like(sample)
+        out = self.update(x0, sample, t, t_next, noise)
+        return torch.where(expand_like(t < 0, sample).bool(), sample, out)
+
+    def update(self, x0, x_t, t, t_next, noise):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def coefs(self, t: torch.Tensor, like: torch.Tensor):
+        """alpha-bar, a, s at t, broadcast against `like`, in its dtype."""
+        ab = self.schedule.alpha_bar(t)
+        return tuple(expand_like(c, like) for c in (ab, ab.sqrt(), (1 - ab).clamp(min=0).sqrt()))
