@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import click
 
@@ -74,14 +75,23 @@ def plan_cmd(scheme, length, n_obs, max_frames, step_size, as_json):
 def show(scheme, length, n_obs, max_frames, step_size, out, width):
     """Draw SCHEME: a row per job, a column per frame."""
     p = make_plan(scheme, length, n_obs, max_frames, step_size)
-    from sampling_schemes.render import render_png, render_text
+    from sampling_schemes.render import ASCII_GLYPHS, GLYPHS, render_png, render_text
 
-    click.echo(render_text(p, width or shutil.get_terminal_size().columns))
+    glyphs = GLYPHS if _can_print("".join(GLYPHS) + "│") else ASCII_GLYPHS
+    click.echo(render_text(p, width or shutil.get_terminal_size().columns, glyphs))
     if out:
         S = step_size or max_frames // 2
         title = f"{scheme}: T={length}, n_obs={n_obs}, K={max_frames}, S={S}: {len(p)} jobs, depth {p.depth}"
         render_png(p, out, title)
         click.echo(f"wrote {out}")
+
+
+def _can_print(text: str) -> bool:
+    try:
+        text.encode(sys.stdout.encoding or "ascii")
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
 
 
 @schemes.command("stats")

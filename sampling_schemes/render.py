@@ -11,6 +11,7 @@ from sampling_schemes.plan import Plan
 STATES = ("not yet generated", "done", "observed now", "generated now")
 COLOURS = ("#f2f2f2", "#9ecae1", "#08519c", "#e6550d")
 GLYPHS = ("·", "░", "o", "█")
+ASCII_GLYPHS = (".", ":", "o", "#")  # for terminals that cannot print the ones above
 
 
 def state_grid(plan: Plan) -> list[list[int]]:
@@ -28,17 +29,18 @@ def state_grid(plan: Plan) -> list[list[int]]:
     return grid
 
 
-def render_text(plan: Plan, width: int = 80) -> str:
+def render_text(plan: Plan, width: int = 80, glyphs: tuple[str, ...] = GLYPHS) -> str:
     """One line per job; when T exceeds the width, each column shows the strongest state of a
     bucket of frames (generated > observed > done > not yet), so no job's frames vanish."""
     label = len(str(len(plan)))
     cols = max(1, min(plan.length, width - label - 3))
     per = plan.length / cols
+    bar = "│" if glyphs == GLYPHS else "|"
     lines = []
     for k, row in enumerate(state_grid(plan)):
         cells = [max(row[int(c * per):max(int((c + 1) * per), int(c * per) + 1)]) for c in range(cols)]
-        lines.append(f"{k:>{label}} │" + "".join(GLYPHS[s] for s in cells))
-    legend = "   ".join(f"{g} {s}" for g, s in zip(GLYPHS, STATES))
+        lines.append(f"{k:>{label}} {bar}" + "".join(glyphs[s] for s in cells))
+    legend = "   ".join(f"{g} {s}" for g, s in zip(glyphs, STATES))
     scale = "" if per == 1 else f"   (1 column = {per:.3g} frames)"
     return "\n".join(lines + [legend + scale])
 
