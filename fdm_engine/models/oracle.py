@@ -138,3 +138,11 @@ class GaussianProcessOracle(nn.Module):
         g = torch.linalg.solve(so, lo.T).T if observed_idx else torch.zeros(len(latent_idx), 0, dtype=torch.float64)
         p = sigma[latent_idx][:, latent_idx] - g @ lo.T if observed_idx else sigma[latent_idx][:, latent_idx]
         return g, p
+
+    def sample_prior(self, num_videos: int, length: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Ground-truth GP videos [V, T, C, H, W] (float32, model space)."""
+        c = self.config
+        sigma = self.covariance(torch.arange(length)) + 1e-9 * c.scale**2 * torch.eye(length, dtype=torch.float64)
+        chol = torch.linalg.cholesky(sigma)
+        z = torch.randn(num_videos, length, c.channels * c.size * c.size, generator=generator, dtype=torch.float64)
+        return (chol @ z).float().reshape(num_videos, length, c.channels, c.size, c.size)

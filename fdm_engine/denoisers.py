@@ -1,0 +1,23 @@
+"""Where a denoiser comes from: a checkpoint file or an `oracle:` spec, behind one call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fdm_engine.checkpoint import LoadedCheckpoint, load_checkpoint
+from fdm_engine.diffusion.schedule import DiffusionConfig, NoiseSchedule
+from fdm_engine.models.oracle import GaussianProcessOracle, parse_oracle_spec
+
+
+def is_oracle(spec: str) -> bool:
+    return str(spec).startswith("oracle:")
+
+
+def load_denoiser(spec: str, device="cpu", use_ema: bool = True) -> LoadedCheckpoint:
+    """A checkpoint path (.safetensors or .pt) or 'oracle:<kernel>[:key=value,...]'."""
+    if is_oracle(spec):
+        diffusion = DiffusionConfig()
+        model = GaussianProcessOracle(parse_oracle_spec(spec), NoiseSchedule(diffusion)).to(device)
+        return LoadedCheckpoint(model=model, diffusion=diffusion, model_name="oracle", extra={},
+                                path=Path(spec), used_ema=False)
+    return load_checkpoint(spec, device=device, use_ema=use_ema)
