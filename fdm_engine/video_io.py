@@ -35,7 +35,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -225,11 +225,65 @@ def check_video(path, frames) -> np.ndarray:
         frames = frames.numpy()
     if not isinstance(frames, np.ndarray):
         raise FdmError(f"{path}: expected a uint8 array [T, H, W, C], got {type(frames).__name__}")
-    if frames.dtype != np.uint8:
-        raise FdmError(f"{path}: expected uint8 pixels, got {frames.dtype}")
-    if frames.ndim != 4 or frames.shape[-1] not in (1, 3) or min(frames.shape) == 0:
-        raise FdmError(f"{path}: expected shape [T, H, W, C] with C in (1, 3), got {list(frames.shape)}")
+    _check_layout(path, str(frames.dtype), frames.shape)
     return frames
+
+
+def _check_layout(path, dtype: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if dtype != "uint8":
+        raise FdmError(f"{path}: expected uint8 pixels, got {dtype}")
+    if len(shape) != 4 or shape[-1] not in (1, 3) or min(shape) == 0:
+        raise FdmError(f"{path}: expected shape [T, H, W, C] with C in (1, 3), got {list(shape)}")
+    return shape
+
+
+class VideoMeta(NamedTuple):
+    """What `probe_video` learns without decoding every frame."""
+
+    num_frames: int  # exact when `exact`, else ffmpeg's estimate from duration * fps
+    height: int
+    width: int
+    channels: int
+    exact: bool
+
+
+def probe_video(path) -> VideoMeta:
+    """Frame count and frame size of a video, cheaply: .npy/.pt read only their headers (memory
+    mapping), .mp4/.avi ask ffmpeg (an estimate), .gif is decoded. FdmError names a bad file."""
+    path = Path(path)
+    if path.suffix.lower() not in _READERS:
+        raise FdmError(f"{path}: cannot read {path.suffix!r} videos (use one of {', '.join(_READERS)})")
+    if not path.is_file():
+        raise FdmError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() in (".mp4", ".avi"):
+            return _probe_ffmpeg(path)
+        if path.suffix.lower() == ".npy":
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        elif path.suffix.lower() == ".pt":
+            arr = _load_pt(path)
+        else:
+            arr = _read_gif(path, None)
+    except FdmError:
+        raise
+    except Exception as e:
+        raise FdmError(f"{path}: cannot read video ({_one_line(e)})") from e
+    dtype = str(arr.dtype).removeprefix("torch.")  # numpy and torch name dtypes alike
+    t, h, w, c = _check_layout(path, dtype, tuple(arr.shape))
+    return VideoMeta(t, h, w, c, exact=True)
+
+
+def _probe_ffmpeg(path: Path) -> VideoMeta:
+    import imageio_ffmpeg
+
+    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    try:
+        meta = next(gen)
+    finally:
+        gen.close()
+    w, h = meta["size"]
+    n = int(round(meta.get("fps", 0) * meta.get("duration", 0)))
+    return VideoMeta(n, h, w, 3, exact=False)
 
 
 def _read_ffmpeg(path: Path, max_frames: int | None) -> np.ndarray:
@@ -270,6 +324,11 @@ def _read_npy(path: Path, max_frames: int | None) -> np.ndarray:
 
 
 def _read_pt(path: Path, max_frames: int | None) -> np.ndarray:
+    t = _load_pt(path)
+    return (t[:max_frames] if max_frames else t).clone().numpy()
+
+
+def _load_pt(path: Path) -> torch.Tensor:
     # weights_only: a tensor file must never run code. mmap: read only the frames we slice.
     try:
         t = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -279,7 +338,7 @@ def _read_pt(path: Path, max_frames: int | None) -> np.ndarray:
         t = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(t, torch.Tensor):
         raise FdmError(f"{path}: expected a uint8 tensor [T, H, W, C], got {type(t).__name__}")
-    return (t[:max_frames] if max_frames else t).clone().numpy()
+    return t
 
 
 _READERS: dict[str, Callable[[Path, int | None], np.ndarray]] = {

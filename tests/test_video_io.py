@@ -116,3 +116,19 @@ def test_wrong_dtype_or_shape(tmp_path):
         read_video(tmp_path / "s.npy")
     with pytest.raises(FdmError, match="uint8"):
         write_video(tmp_path / "x.mp4", np.zeros((2, 4, 4, 3), np.float32))
+
+
+def test_probe_reads_headers(tmp_path):
+    from fdm_engine.video_io import probe_video
+
+    v = smooth_video(7, 10, 12)
+    np.save(tmp_path / "v.npy", v)
+    torch.save(torch.from_numpy(v), tmp_path / "v.pt")
+    write_video(tmp_path / "v.gif", v)
+    write_video(tmp_path / "v.mp4", v)
+    for name in ("v.npy", "v.pt", "v.gif"):
+        assert tuple(probe_video(tmp_path / name)) == (7, 10, 12, 3, True)
+    assert probe_video(tmp_path / "v.mp4")[:4] == (7, 10, 12, 3)
+    np.save(tmp_path / "f.npy", v.astype(np.float32))
+    with pytest.raises(FdmError, match="f.npy.*uint8"):
+        probe_video(tmp_path / "f.npy")
