@@ -1,0 +1,127 @@
+"""`fdm sample` end to end with the oracle: outputs, resumption after SIGKILL, torchrun, errors."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fdm_engine.video_io import write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+ORACLE = "oracle:ou:lengthscale=4"
+
+
+def fdm(*args, check=True, timeout=300, **kw):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True,
+                       env=env, timeout=timeout, **kw)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_outputs_in_every_format(tmp_path):
+    out = tmp_path / "run"
+    fdm("sample", "oracle:periodic:size=16,channels=3", "--scheme", "hierarchy-2", "--n-obs", "6",
+        "--length", "48", "--max-frames", "10", "--steps", "5", "--num-videos", "2", "--out", str(out),
+        "--format", "mp4,gif,npz,png", "--save-raw", "--quiet")
+    for i in range(2):
+        for ext in ("mp4", "gif", "npz", "png"):
+            assert (out / f"video_{i:04d}.{ext}").stat().st_size > 0
+        z = np.load(out / f"video_{i:04d}.npz")
+        assert z["frames"].shape == (48, 16, 16, 3) and z["frames"].dtype == np.uint8
+        assert z["raw"].shape == (48, 3, 16, 16) and z["raw"].dtype == np.float32
+        # frames are the clipped, rounded raw values
+        expect = np.clip(np.rint((z["raw"] + 1) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+        assert np.array_equal(z["frames"], expect)
+    import json
+    summary = json.loads((out / "plan.json").read_text())
+    assert summary["nfe"] == 2 * 5 * len(summary["jobs"]) and summary["rounds"] >= 1
+    assert not list(out.glob("state_rank*.pt")), "a finished run leaves no state behind"
+
+
+def test_killed_run_resumes_to_identical_frames(tmp_path):
+    args = ["sample", ORACLE, "--scheme", "autoreg", "--n-obs", "2", "--length", "40", "--max-frames", "6",
+            "--sampler", "ddpm", "--steps", "100", "--num-videos", "2", "--format", "npz", "--save-raw", "--quiet"]
+    fdm(*args, "--out", str(tmp_path / "ref"))
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args, "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "state_rank0.pt"
+    deadline = time.time() + 120
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # a few more rounds
+    assert proc.poll() is None, "run finished before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists() and not (out / "video_0000.npz").exists()
+    again = fdm(*args, "--out", str(out), check=False)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    fdm(*args, "--out", str(out), "--resume")
+    for i in range(2):
+        a, b = np.load(tmp_path / "ref" / f"video_{i:04d}.npz"), np.load(out / f"video_{i:04d}.npz")
+        assert np.array_equal(a["raw"], b["raw"])
+
+
+@pytest.mark.slow
+def test_torchrun_shards_videos_and_matches_one_process(tmp_path):
+    args = ["sample", ORACLE, "--scheme", "autoreg", "--n-obs", "4", "--length", "30", "--max-frames", "8",
+            "--steps", "5", "--num-videos", "3", "--format", "npz", "--save-raw", "--quiet"]
+    fdm(*args, "--out", str(tmp_path / "one"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "cli.main",
+                        *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for i in range(3):
+        a = np.load(tmp_path / "one" / f"video_{i:04d}.npz")["raw"]
+        b = np.load(tmp_path / "two" / f"video_{i:04d}.npz")["raw"]
+        assert np.array_equal(a, b)
+    import json
+    assert json.loads((tmp_path / "two" / "plan.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--n-obs", "40", "--length", "30"], "--n-obs"),
+    (["--max-frames", "1"], "--max-frames"),
+    (["--max-frames", "8", "--step-size", "8"], "--step-size"),
+    (["--scheme", "zigzag"], "zigzag"),
+    (["--sampler", "euler-magic"], "euler-magic"),
+    (["--spacing", "cubic"], "cubic"),
+    (["--format", "mp4,avi"], "avi"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
+    r = fdm("sample", ORACLE, "--n-obs", "4", "--length", "20", "--steps", "2", "--out", str(tmp_path),
+            "--quiet", *args, check=False)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
+
+
+def test_conditioning_video_is_checked(tmp_path):
+    short = tmp_path / "short.mp4"
+    write_video(short, np.zeros((3, 8, 8, 1), np.uint8))
+    r = fdm("sample", ORACLE, "--obs", str(short), "--n-obs", "5", "--length", "20", "--out", str(tmp_path / "o"),
+            check=False)
+    assert r.returncode == 2 and "fewer than --n-obs 5" in r.stderr
+    big = tmp_path / "big.npy"
+    np.save(big, np.zeros((10, 16, 16, 1), np.uint8))
+    r = fdm("sample", ORACLE, "--obs", str(big), "--n-obs", "5", "--out", str(tmp_path / "o"), check=False)
+    assert r.returncode == 2 and "1x16x16" in r.stderr and "1x8x8" in r.stderr
+
+
+def test_conditioning_from_a_file_is_kept(tmp_path):
+    frames = (np.arange(12 * 8 * 8) % 251).astype(np.uint8).reshape(12, 8, 8, 1)
+    np.save(tmp_path / "given.npy", frames)
+    out = tmp_path / "o"
+    fdm("sample", ORACLE, "--obs", str(tmp_path / "given.npy"), "--n-obs", "5", "--scheme", "autoreg",
+        "--max-frames", "6", "--steps", "3", "--out", str(out), "--format", "npz", "--quiet")
+    got = np.load(out / "video_0000.npz")["frames"]
+    assert got.shape == (12, 8, 8, 1)  # --length defaults to the video's length
+    assert np.array_equal(got[:5], frames[:5])
