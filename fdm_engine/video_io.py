@@ -89,7 +89,7 @@ def write_video(path, frames, fps: float = 10) -> Path:
         raise FdmError(f"{path}: cannot write {path.suffix!r} videos (use one of {', '.join(_WRITERS)})")
     if fps <= 0:
         raise FdmError(f"{path}: fps must be > 0 (got {fps})")
-    with _atomic(path) as tmp:
+    with atomic_write(path) as tmp:
         writer(tmp, frames, fps)
     return path
 
@@ -106,7 +106,7 @@ def write_strip(path, frames, max_frames: int = 16) -> Path:
     n = max(1, min(int(max_frames), len(frames)))
     idx = np.unique(np.rint(np.linspace(0, len(frames) - 1, n)).astype(int))
     strip = np.concatenate(list(frames[idx]), axis=1)  # [H, n * W, C]
-    with _atomic(path) as tmp:
+    with atomic_write(path) as tmp:
         Image.fromarray(_rgb(strip[None])[0]).save(tmp, format="PNG")
     return path
 
@@ -179,9 +179,10 @@ _WRITERS: dict[str, Callable[[Path, np.ndarray, float], None]] = {
 
 
 @contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
+def atomic_write(path) -> Iterator[Path]:
     """Yield a temporary path beside `path` (same suffix, so tools pick the format); move it
     into place only if the body succeeds."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
