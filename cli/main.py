@@ -15,6 +15,7 @@ COMMANDS = {
     "sample": "cli.sample:sample",
     "schemes": "cli.schemes:schemes",
     "convert": "cli.convert:convert",
+    "data": "cli.data:data",
 }
 
 
