@@ -140,3 +140,17 @@ def test_make_refuses_bad_arguments(tmp_path):
         open_dataset("moving-digits", root)
     with pytest.raises(FdmError, match="dataset.json: no such file"):
         open_dataset("revisit-world", tmp_path)
+
+
+def test_channels_and_size_conversion_on_open(tmp_path):
+    """A grey dataset stored as RGB mp4 reads back as 1 channel; image_size resizes."""
+    exact = make(tmp_path, "moving-digits", n=1, length=6, size=32, num_test=0)
+    lossy = make(tmp_path, "moving-digits", layout="mp4", n=1, length=6, size=32, num_test=0)
+    ref = open_dataset("moving-digits", exact).clip(0)  # [6, 1, 32, 32]
+    ds = open_dataset("moving-digits", lossy, channels=1)
+    assert ds.channels == 1 and ds.frame_shape == (32, 32, 3)
+    x = ds.clip(0)
+    assert x.shape == ref.shape and (x - ref).abs().mean() < 0.05
+    small = open_dataset("moving-digits", exact, image_size=16, channels=3).clip(0, 2)
+    assert small.shape == (2, 3, 16, 16) and small.min() >= -1 and small.max() <= 1
+    assert (small - ref[:2, :, ::2, ::2]).abs().mean() < 0.2  # a fair downsampling

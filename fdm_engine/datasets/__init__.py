@@ -3,7 +3,7 @@
 Opening one split:
 
     ds = open_dataset("carla_no_traffic", data_dir=None, split="train", skip_bad=False,
-                      image_size=None, min_length=None)           # -> VideoDataset
+                      image_size=None, channels=None, min_length=None)   # -> VideoDataset
 
 The folder is `data_dir` (`--data-dir`), else `$FDM_DATA_DIR/NAME`, else `datasets/NAME` under the
 working directory (`resolve_data_dir`). Names (`DATASETS.names()`): carla_no_traffic, minerl,
@@ -21,7 +21,8 @@ The dataset object (`VideoDataset`), pixels as everywhere in fdm (`fdm_engine.vi
                                   seeded by (seed, epoch, i) in training (`set_epoch`), from frame 0
                                   in evaluation; a DataLoader batches them to [B, T, C, S, S]
     ds.video_length               frames in the shortest video
-    ds.image_size, ds.channels    S and C of what `clip` returns; ds.frame_shape = stored (H, W, C)
+    ds.image_size, ds.channels    S and C of what `clip` returns (image_size=, channels= at open
+                                  convert: crop + resize, grey <-> RGB); ds.frame_shape = stored (H, W, C)
     ds.num_frames(i), ds.path(i)  per video
     ds.state(i)                   ground truth saved beside video i ({} if none): procedural
                                   state, CARLA coords

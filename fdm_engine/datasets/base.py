@@ -45,6 +45,7 @@ class DatasetInfo:
     width: int
     channels: int
     image_size: int  # side of the square frames `clip` returns
+    clip_channels: int  # C of the frames `clip` returns
 
 
 class VideoDataset:
@@ -57,11 +58,11 @@ class VideoDataset:
     format: ClassVar[str] = ""  # layout name, e.g. "npy" ({split}/{n}.npy)
     default_name: ClassVar[str] = ""
     # True where videos may differ in size (so `clip` resizes each one) and where frame counts
-    # are only estimates until decoded (so random windows decode the whole video first).
+    # are only estimates until decoded (so a video's first random window decodes all of it).
     varied_videos: ClassVar[bool] = False
 
     def __init__(self, root, split: str = "train", *, name: str | None = None, skip_bad: bool = False,
-                 image_size: int | None = None, min_length: int | None = None):
+                 image_size: int | None = None, channels: int | None = None, min_length: int | None = None):
         self.root = Path(root)
         self.name = name or self.default_name or self.format
         self.split = split
@@ -70,7 +71,10 @@ class VideoDataset:
             raise FdmError(f"{self.root}: no such folder")
         if image_size is not None and image_size < 1:
             raise FdmError(f"image size must be >= 1 (got {image_size})")
+        if channels not in (None, 1, 3):
+            raise FdmError(f"channels must be 1 or 3 (got {channels})")
         self._image_size = image_size
+        self._channels = channels
         self.paths: list[Path] = self.list_videos(split)
         if not self.paths:
             raise FdmError(f"{self.root}: split {split!r} of {self.name} holds no videos")
@@ -141,12 +145,16 @@ class VideoDataset:
 
     @property
     def channels(self) -> int:
-        return self.frame_shape[2]
+        """C of what `clip` returns: the requested channels, else the videos' own."""
+        return self._channels or self.frame_shape[2]
 
     def read(self, i: int, max_frames: int | None = None) -> np.ndarray:
         """Video i as stored: uint8 [T, H, W, C] (the first `max_frames` frames if given)."""
         path = self.path(i)
         frames = read_video(path, max_frames)
+        if max_frames is None or len(frames) < max_frames:  # decoded to the end: the count is exact
+            t, h, w, c = frames.shape
+            self._meta[path] = VideoMeta(t, h, w, c, exact=True)
         if not self.varied_videos and i != 0 and frames.shape[1:] != self.frame_shape:
             raise FdmError(f"{path}: frames are {list(frames.shape[1:])}, but the split's first video "
                            f"has {list(self.frame_shape)}")
@@ -163,9 +171,10 @@ class VideoDataset:
         if isinstance(start, np.random.Generator):
             if length is None:
                 raise FdmError("a random window needs a length")
-            if self.varied_videos:
-                frames = self.read(i)  # only decoding tells the true length
-            total = len(frames) if frames is not None else self.num_frames(i)
+            meta = self._meta.get(path) if self.varied_videos else self.meta(i)
+            if meta is None or not meta.exact:
+                frames = self.read(i)  # only decoding tells the true length (then it is cached)
+            total = len(frames) if frames is not None else meta.num_frames
             if total < length:
                 raise FdmError(f"{path}: {total} frames, fewer than the {length} requested")
             start = int(start.integers(0, total - length + 1))
@@ -181,8 +190,11 @@ class VideoDataset:
         return self.to_model(frames)
 
     def to_model(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 [T, H, W, C] -> float [T, C, S, S] in [-1, 1]: centre crop to a square, resize."""
+        """uint8 [T, H, W, C] -> float [T, C', S, S] in [-1, 1]: centre crop to a square, resize,
+        and convert to the requested channels (grey = mean of RGB; RGB = grey repeated)."""
         x = from_uint8(frames)  # [T, C, H, W]
+        if self._channels and x.shape[1] != self._channels:
+            x = x.mean(1, keepdim=True) if self._channels == 1 else x.expand(-1, 3, -1, -1)
         h, w = x.shape[-2:]
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
@@ -246,10 +258,10 @@ class VideoDataset:
         lengths = [self.num_frames(i) for i in range(len(self))]
         h, w, c = self.frame_shape
         return DatasetInfo(self.name, self.format, str(self.root), self.split, len(self), min(lengths),
-                           max(lengths), h, w, c, self.image_size)
+                           max(lengths), h, w, c, self.image_size, self.channels)
 
 
-# name -> factory(root, split, *, name, skip_bad, image_size, min_length) -> VideoDataset
+# name -> factory(root, split, *, name, skip_bad, image_size, channels, min_length) -> VideoDataset
 DatasetFactory = Callable[..., VideoDataset]
 DATASETS: Registry[DatasetFactory] = Registry("dataset", group="fdm.datasets")
 # layout name -> reader class, for datasets whose layout is recorded (procedural) or detected
@@ -257,16 +269,19 @@ FORMATS: Registry[type[VideoDataset]] = Registry("dataset format")
 
 
 def open_dataset(name: str, data_dir=None, split: str = "train", *, skip_bad: bool = False,
-                 image_size: int | None = None, min_length: int | None = None) -> VideoDataset:
+                 image_size: int | None = None, channels: int | None = None,
+                 min_length: int | None = None) -> VideoDataset:
     """Open one split of the dataset registered as `name`, from `resolve_data_dir(name, data_dir)`.
 
     skip_bad: warn about bad files (BadVideoWarning) and leave them out instead of raising.
     image_size: side of the frames `clip` returns (default: the videos' own size).
+    channels: 1 or 3, channels of the frames `clip` returns (default: the videos' own).
     min_length: videos shorter than this count as bad (checked from headers at open).
     """
     factory = DATASETS.get(name)  # unknown names fail before the folder is looked for
     root = resolve_data_dir(name, data_dir)
-    return factory(root, split, name=name, skip_bad=skip_bad, image_size=image_size, min_length=min_length)
+    return factory(root, split, name=name, skip_bad=skip_bad, image_size=image_size, channels=channels,
+                   min_length=min_length)
 
 
 class DatasetRef(NamedTuple):
