@@ -70,6 +70,10 @@ def test_info_on_bad_data_names_the_file_and_skip_bad_warns(tmp_path, capsys):
     assert code == 0
     assert "warning: skipping" in err and "train/1.npy" in err
     assert "train: 1 video" in text
+    for f in (tmp_path / "test").iterdir():
+        f.unlink()  # an empty split is an error even with --skip-bad (no file to skip)
+    code, _, err = run(capsys, "data", "info", str(tmp_path), "--dataset", "minerl", "-q", "--skip-bad")
+    assert code == 2 and "test: no N.npy videos in split 'test'" in err
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -79,7 +79,9 @@ class NpySplitDataset(VideoDataset):
 
     @classmethod
     def split_names(cls, root: Path) -> list[str]:
-        return sorted(p.name for p in root.iterdir() if p.is_dir() and int_stem_sorted(p.glob("*.npy")))
+        # train/ and test/ count even when empty, so that `fdm data info` reports an empty split.
+        return sorted(p.name for p in root.iterdir()
+                      if p.is_dir() and (p.name in ("train", "test") or int_stem_sorted(p.glob("*.npy"))))
 
     def list_videos(self, split: str) -> list[Path]:
         folder = self.root / split
