@@ -4,7 +4,12 @@
 overrides the default). Importing this package never imports triton.
 """
 
+from kernels.bi_ssm import BiS4D, BiS4DConfig
 from kernels.diag_scan import diag_scan, diag_scan_cpu, diag_scan_ref
 from kernels.dispatch import ENV_VAR, IMPLS, resolve_impl
+from kernels.s4d import S4D, S4DConfig
 
-__all__ = ["ENV_VAR", "IMPLS", "diag_scan", "diag_scan_cpu", "diag_scan_ref", "resolve_impl"]
+__all__ = [
+    "BiS4D", "BiS4DConfig", "ENV_VAR", "IMPLS", "S4D", "S4DConfig",
+    "diag_scan", "diag_scan_cpu", "diag_scan_ref", "resolve_impl",
+]
