@@ -86,7 +86,8 @@ def temporal_attention(
     """Dispatch for temporal attention; same signature and shapes as `temporal_attention_ref`.
 
     Without relative terms this is plain (masked) attention and goes to the fused SDPA; otherwise
-    to the reference einsum path. A fused kernel for the relative case plugs in here.
+    to `kernels.temporal_attention`: the fused Triton kernel on CUDA, this reference math on the CPU
+    (env FDM_KERNELS=ref|triton|cpu forces one).
     """
     if rel is None:
         B, S, n, Fr, D = q.shape
@@ -95,7 +96,9 @@ def temporal_attention(
             q.reshape(B, S * n, Fr, D), k.reshape(B, S * n, Fr, D), v.reshape(B, S * n, Fr, D), attn_mask=attn_mask
         )  # [B, S*n, F, D]
         return out.view(B, S, n, Fr, D)
-    return temporal_attention_ref(q, k, v, rel, mask)
+    from kernels import temporal_attention as kernel_temporal_attention  # no triton import until used
+
+    return kernel_temporal_attention(q, k, v, rel, mask)
 
 
 class RelativePositionNet(nn.Module):
