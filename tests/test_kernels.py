@@ -1,0 +1,342 @@
+"""kernels/: references against loops, the CPU paths against the references, S4D forms, layers,
+dispatch. The Triton kernels are tested in test_kernels_triton.py, run here in a subprocess under
+TRITON_INTERPRET=1 (so this process never imports triton in interpreter mode)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import kernels
+from fdm_engine.errors import FdmError
+from kernels.bi_ssm import BiS4D, BiS4DConfig
+from kernels.diag_scan import IMPLEMENTATIONS as SCAN_IMPLS
+from kernels.diag_scan import diag_scan, diag_scan_cpu, diag_scan_ref
+from kernels.dispatch import resolve_impl
+from kernels.s4d import S4D, S4DConfig, s4d_conv, s4d_kernel, s4d_scan
+from kernels.temporal_attention import temporal_attention, temporal_attention_cpu, temporal_attention_ref
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# ---- shared helpers (test_kernels_triton.py imports these) ------------------------------------
+
+# Max |ref - out| / max |ref| allowed, per dtype of the tensors compared (outputs and gradients).
+TOLERANCES = {
+    torch.float64: 1e-10,
+    torch.complex128: 1e-10,
+    torch.float32: 2e-5,
+    torch.complex64: 2e-5,
+    torch.float16: 5e-3,
+    torch.complex32: 5e-3,
+    torch.bfloat16: 3e-2,
+}
+
+
+def assert_close(name: str, ref: torch.Tensor, out: torch.Tensor, tol: float) -> None:
+    """max |ref - out| <= tol * max(|ref|, 1): one relative-to-scale criterion for every check."""
+    assert ref.shape == out.shape, f"{name}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}"
+    ref64, out64 = ref.detach().to(torch.complex128 if ref.is_complex() else torch.float64).cpu(), out.detach().cpu()
+    out64 = out64.to(ref64.dtype)
+    assert torch.isfinite(torch.view_as_real(out64) if out64.is_complex() else out64).all(), f"{name}: non-finite values"
+    err = (ref64 - out64).abs().max().item() if ref64.numel() else 0.0
+    scale = max(ref64.abs().max().item() if ref64.numel() else 0.0, 1.0)
+    assert err <= tol * scale, f"{name}: max error {err:.3e} > {tol:.1e} x scale {scale:.3e}"
+
+
+def random_scan_inputs(B, D, L, dtype=torch.complex64, seed=0, device="cpu"):
+    """a on the unit disc (|a| in [0.3, 1), all phases), x standard complex normal; [B, D, L]."""
+    g = torch.Generator().manual_seed(seed)
+    mag = 0.3 + 0.7 * torch.rand(B, D, L, generator=g, dtype=torch.float64)
+    a = torch.polar(mag, 2 * torch.pi * torch.rand(B, D, L, generator=g, dtype=torch.float64))
+    x = torch.randn(B, D, L, generator=g, dtype=torch.complex128)
+    return a.to(dtype).to(device), x.to(dtype).to(device)
+
+
+def loop_scan(a, x, reverse=False):
+    """The recurrence with Python scalars: the independent oracle for diag_scan_ref."""
+    B, D, L = x.shape
+    h = torch.zeros(B, D, L, dtype=torch.complex128)
+    for b in range(B):
+        for d in range(D):
+            state = 0j
+            for t in reversed(range(L)) if reverse else range(L):
+                state = complex(a[b, d, t]) * state + complex(x[b, d, t])
+                h[b, d, t] = state
+    return h
+
+
+SCAN_SHAPES = [(1, 1, 1), (2, 3, 7), (1, 5, 33), (3, 2, 63), (2, 4, 100)]
+
+
+def shape_id(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+# ---- diag_scan ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", SCAN_SHAPES, ids=shape_id)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_scan_ref_matches_python_loop(shape, reverse):
+    a, x = random_scan_inputs(*shape, dtype=torch.complex128)
+    assert_close("ref", loop_scan(a, x, reverse), diag_scan_ref(a, x, reverse), 1e-12)
+
+
+@pytest.mark.parametrize("shape", SCAN_SHAPES + [(1, 3, 1000), (2, 1, 4097), (40000, 1, 5)], ids=shape_id)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128], ids=["c64", "c128"])
+def test_scan_cpu_matches_ref_with_gradients(shape, reverse, dtype):
+    a, x = random_scan_inputs(*shape, dtype=dtype)
+    a.requires_grad_(), x.requires_grad_()
+    ref = diag_scan_ref(a, x, reverse)
+    out = diag_scan_cpu(a, x, reverse)
+    tol = TOLERANCES[dtype]
+    assert out.dtype == dtype
+    assert_close("h", ref, out, tol)
+    g = torch.randn_like(ref)
+    ga_ref, gx_ref = torch.autograd.grad(ref, (a, x), g)
+    ga, gx = torch.autograd.grad(out, (a, x), g)
+    assert_close("da", ga_ref, ga, tol)
+    assert_close("dx", gx_ref, gx, tol)
+
+
+@pytest.mark.parametrize("impl", ["ref", "cpu"])
+def test_scan_reverse_is_flip(impl):
+    a, x = random_scan_inputs(2, 3, 29)
+    rev = diag_scan(a, x, reverse=True, impl=impl)
+    flipped = diag_scan(a.flip(-1), x.flip(-1), impl=impl).flip(-1)
+    assert_close("reverse", flipped, rev, TOLERANCES[torch.complex64])
+
+
+@pytest.mark.parametrize("impl", ["ref", "cpu"])
+def test_scan_broadcast_a_and_complex32(impl):
+    """A time-invariant a [1, D, 1] broadcasts (S4D's use); complex32 is computed in complex64."""
+    a, x = random_scan_inputs(2, 3, 17)
+    a_small = a[:1, :, :1]
+    assert_close("broadcast", diag_scan_ref(a_small.expand(2, 3, 17).clone(), x), diag_scan(a_small, x, impl=impl), 2e-5)
+    h32 = diag_scan(a.to(torch.complex32), x.to(torch.complex32), impl=impl)
+    assert h32.dtype == torch.complex32
+    ref = diag_scan_ref(a.to(torch.complex32).to(torch.complex64), x.to(torch.complex32).to(torch.complex64))
+    assert_close("complex32", ref, h32.to(torch.complex64), TOLERANCES[torch.complex32])
+
+
+def test_scan_cpu_no_overflow_when_products_underflow():
+    """|a| tiny makes in-chunk products underflow to 0; the blocked scan must stay finite and exact."""
+    a = torch.full((1, 2, 3000), 1e-3, dtype=torch.complex64)
+    a[..., ::50] = 0  # exact zeros reset the state
+    x = torch.randn(1, 2, 3000, dtype=torch.complex64)
+    assert_close("tiny a", diag_scan_ref(a, x), diag_scan_cpu(a, x), 2e-5)
+
+
+def test_scan_bad_arguments():
+    x = torch.randn(2, 3, 4, dtype=torch.complex64)
+    with pytest.raises(FdmError, match="complex"):
+        diag_scan(x.real, x)
+    with pytest.raises(FdmError, match=r"\[B, D, L\]"):
+        diag_scan(x[0], x[0])
+    with pytest.raises(FdmError, match="broadcast"):
+        diag_scan(torch.ones(5, dtype=torch.complex64), x)
+
+
+# ---- dispatch ----------------------------------------------------------------------------------
+
+
+def test_dispatch_defaults_env_and_errors(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("FDM_KERNELS", raising=False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert resolve_impl("op", None, cpu) == "cpu"
+    assert resolve_impl("op", "ref", cpu) == "ref"
+    monkeypatch.setenv("FDM_KERNELS", "ref")
+    assert resolve_impl("op", None, cpu) == "ref"
+    assert resolve_impl("op", "cpu", cpu) == "cpu"  # an explicit argument beats the environment
+    monkeypatch.setenv("FDM_KERNELS", "triton")
+    with pytest.raises(FdmError, match="TRITON_INTERPRET"):
+        resolve_impl("op", None, cpu)
+    monkeypatch.setenv("FDM_KERNELS", "fast")
+    with pytest.raises(FdmError, match="FDM_KERNELS"):
+        resolve_impl("op", None, cpu)
+    with pytest.raises(FdmError, match="unknown kernel implementation 'x'"):
+        resolve_impl("op", "x", cpu)
+
+
+def test_dispatch_routes_calls(monkeypatch):
+    calls = []
+    for name in ("ref", "cpu"):
+        fn = SCAN_IMPLS[name]
+        monkeypatch.setitem(SCAN_IMPLS, name, lambda a, x, r, _n=name, _f=fn: calls.append(_n) or _f(a, x, r))
+    a, x = random_scan_inputs(1, 2, 5)
+    monkeypatch.delenv("FDM_KERNELS", raising=False)
+    diag_scan(a, x)
+    monkeypatch.setenv("FDM_KERNELS", "ref")
+    diag_scan(a, x)
+    diag_scan(a, x, impl="cpu")
+    assert calls == ["cpu", "ref", "cpu"]
+
+
+def test_import_has_no_triton_side_effect():
+    code = "import sys, kernels; kernels.diag_scan; assert 'triton' not in sys.modules, 'triton imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": ROOT})
+
+
+# ---- S4D ---------------------------------------------------------------------------------------
+
+
+def make_s4d(H=6, N=16, seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    return S4D(S4DConfig(channels=H, state_size=N)).to(dtype)
+
+
+def test_s4d_init_is_s4d_lin():
+    m = S4D(S4DConfig(channels=5, state_size=8, dt_min=1e-3, dt_max=1e-1))
+    dt = m.log_dt.exp()
+    assert ((dt >= 1e-3) & (dt <= 1e-1)).all()
+    assert torch.allclose(-m.log_A_real.exp(), torch.full((5, 4), -0.5))
+    assert torch.allclose(m.A_imag, torch.pi * torch.arange(4.0).repeat(5, 1))
+    assert m.C.shape == (5, 4, 2) and m.D.shape == (5,)
+
+
+def test_s4d_kernel_matches_recurrence():
+    """The Vandermonde kernel is the impulse response of h_t = a h_{t-1} + u_t, y = 2 Re C~ h."""
+    m = make_s4d()
+    dtA, Ct = m.discrete()
+    L = 12
+    K = s4d_kernel(dtA, Ct, L)  # [H, L]
+    a = torch.exp(dtA)  # [H, N2]
+    h = torch.zeros_like(a)
+    for t in range(L):
+        h = a * h + (1.0 if t == 0 else 0.0)
+        assert_close(f"K[{t}]", 2 * (Ct * h).sum(-1).real, K[:, t], 1e-12)
+
+
+@pytest.mark.parametrize("L,chunk", [(1, 0), (7, 3), (33, 8), (63, 16), (64, 16), (100, 0), (300, 0), (65, 64)])
+def test_s4d_scan_form_equals_conv_form(L, chunk):
+    m = make_s4d()
+    u = torch.randn(3, 6, L, dtype=torch.float64, requires_grad=True)
+    dtA, Ct = m.discrete()
+    conv = s4d_conv(u, dtA, Ct, m.D)
+    scan = s4d_scan(u, dtA, Ct, m.D, chunk=chunk, impl="ref")
+    assert_close("y", conv, scan, 1e-10)
+    g = torch.randn_like(conv)
+    params = [u, m.log_dt, m.log_A_real, m.A_imag, m.C, m.D]
+    for name, a, b in zip(["u", "log_dt", "log_A_real", "A_imag", "C", "D"],
+                          torch.autograd.grad(conv, params, g, retain_graph=True), torch.autograd.grad(scan, params, g)):
+        assert_close(f"d{name}", a, b, 1e-9)
+
+
+def test_s4d_module_scan_and_conv_agree_in_float32():
+    m = make_s4d(H=8, N=64, dtype=torch.float32)
+    m_scan = S4D(m.config.replace(chunk=32))  # 9 chunks: exercises the cross-chunk scan
+    m_scan.load_state_dict(m.state_dict())
+    u = torch.randn(2, 8, 257)
+    assert_close("scan vs conv", m(u, mode="conv"), m_scan(u, mode="scan"), 1e-4)
+
+
+def test_s4d_config_round_trip_and_errors():
+    cfg = S4DConfig(channels=4, state_size=8, mode="conv", chunk=16)
+    assert S4DConfig.from_json(cfg.to_json()) == cfg
+    for bad in (dict(state_size=7), dict(mode="fft"), dict(dt_min=0.2, dt_max=0.1), dict(chunk=-1)):
+        with pytest.raises(FdmError):
+            S4DConfig(channels=4, **bad)
+    with pytest.raises(FdmError, match=r"\[B, 4, L\]"):
+        S4D(cfg)(torch.randn(2, 5, 3))
+
+
+# ---- bidirectional layer -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["v16", "v8"])
+def test_bi_s4d_layouts_modes_and_gradients(version):
+    torch.manual_seed(0)
+    C, B, Fr, H, W = 8, 2, 11, 3, 2
+    layer = BiS4D(BiS4DConfig(channels=C, state_size=16, mlp_hidden=32, version=version, chunk=4)).double()
+    video = torch.randn(B, Fr, C, H, W, dtype=torch.float64, requires_grad=True)
+    out5 = layer(video)
+    assert out5.shape == video.shape
+    tokens = video.permute(0, 3, 4, 1, 2).reshape(B * H * W, Fr, C)
+    assert_close("tokens", out5.permute(0, 3, 4, 1, 2).reshape(B * H * W, Fr, C), layer(tokens), 1e-12)
+    folded = video.reshape(B * Fr, C, H, W)
+    assert_close("folded", out5.reshape(B * Fr, C, H, W), layer(folded, frames=Fr), 1e-12)
+    assert_close("conv mode", out5, layer(video, mode="conv"), 1e-10)
+    out5.square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
+def test_bi_s4d_is_bidirectional_and_position_independent():
+    """Changing frame 5 changes outputs before and after it, only at that spatial position."""
+    torch.manual_seed(0)
+    layer = BiS4D(BiS4DConfig(channels=4, state_size=8, mlp_hidden=16)).double()
+    x = torch.randn(3, 10, 4, dtype=torch.float64)
+    x2 = x.clone()
+    x2[1, 5] += 1.0
+    diff = (layer(x2) - layer(x)).abs().amax(-1)  # [3, 10]
+    assert diff[1, :5].min() > 0 and diff[1, 6:].min() > 0
+    assert diff[0].max() == 0 and diff[2].max() == 0
+
+
+def test_bi_s4d_config_and_errors():
+    cfg = BiS4DConfig(channels=4, version="v8", mode="conv")
+    assert BiS4DConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(FdmError, match="version"):
+        BiS4DConfig(channels=4, version="v9")
+    with pytest.raises(FdmError, match="frames=F"):
+        BiS4D(BiS4DConfig(channels=4, state_size=8))(torch.randn(6, 4, 2, 2))
+
+
+# ---- temporal attention (CPU paths) -----------------------------------------------------------
+
+
+def attention_inputs(B, S, n, Fr, D, dtype=torch.float64, rel=True, mask=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, S, n, Fr, D, generator=g, dtype=dtype) for _ in range(3))
+    r = 0.5 * torch.randn(B, n, Fr, Fr, D, generator=g, dtype=dtype) if rel else None
+    m = None
+    if mask:
+        valid = torch.rand(B, Fr, generator=g) > 0.3
+        valid[:, 0] = True
+        m = valid[:, :, None] == valid[:, None, :]  # padding attends to padding only
+    return q, k, v, r, m
+
+
+@pytest.mark.parametrize("rel", [True, False], ids=["rel", "norel"])
+@pytest.mark.parametrize("mask", [True, False], ids=["mask", "nomask"])
+def test_attention_ref_twin_matches_fdm_model_math(rel, mask):
+    from fdm_engine.models.attention import temporal_attention_ref as model_ref
+
+    q, k, v, r, m = attention_inputs(2, 3, 2, 7, 4, rel=rel, mask=mask)
+    assert_close("twin", model_ref(q, k, v, r, m), temporal_attention_ref(q, k, v, r, m), 1e-12)
+    assert_close("cpu", model_ref(q, k, v, r, m), temporal_attention_cpu(q, k, v, r, m), 1e-12)
+    assert_close("dispatch", model_ref(q, k, v, r, m), temporal_attention(q, k, v, r, m), 1e-12)
+
+
+def test_attention_bad_arguments():
+    q, k, v, r, m = attention_inputs(1, 2, 2, 5, 4)
+    with pytest.raises(FdmError, match="rel"):
+        temporal_attention(q, k, v, r[:, :1], m)
+    with pytest.raises(FdmError, match="mask"):
+        temporal_attention(q, k, v, r, m.float())
+
+
+# ---- the Triton suite, under the interpreter ---------------------------------------------------
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the Triton tests run natively in this process")
+def test_triton_kernels_under_interpreter():
+    """Runs tests/test_kernels_triton.py in a child with TRITON_INTERPRET=1 (this process unaffected).
+
+    FDM_TRITON_SLOW=1 includes the tests marked slow.
+    """
+    pytest.importorskip("triton")
+    marks = [] if os.environ.get("FDM_TRITON_SLOW") == "1" else ["-m", "not slow"]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_kernels_triton.py", *marks]
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    env.pop("FDM_KERNELS", None)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    summary = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+    print(f"interpreter suite: {summary}")
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert " passed" in summary, summary
