@@ -37,8 +37,6 @@ def load_conditioning(cfg, loaded, video_ids: list[int]) -> Conditioning:
     if not spec:
         raise FdmError(f"--n-obs {cfg.n_obs} needs conditioning frames: pass --obs VIDEO_OR_DATASET "
                        f"({loaded.path} records no dataset)")
-    if cfg.obs is None:
-        spec = f"{spec}:test"
     return _from_dataset(cfg, spec, shape, video_ids)
 
 
@@ -74,23 +72,19 @@ def _from_file(cfg, path: Path, shape: tuple, n_videos: int) -> Conditioning:
 
 
 def _from_dataset(cfg, spec: str, shape: tuple, video_ids: list[int]) -> Conditioning:
-    """spec NAME[:split[:index]]: videos index + video_ids[v] of the split."""
-    from fdm_engine.datasets import open_dataset
+    """spec NAME[:split[:index]]: videos index + video_ids[v] of the split, cropped and resized to
+    the model's frames as training sees them."""
+    from fdm_engine.datasets import open_dataset, parse_dataset_ref
 
-    name, _, rest = spec.partition(":")
-    split, _, index = rest.partition(":")
-    try:
-        first = int(index) if index else 0
-    except ValueError:
-        raise FdmError(f"--obs {spec}: index {index!r} is not an integer") from None
-    data = open_dataset(name, cfg.data_dir, split=split or "test")
-    if first + max(video_ids) >= len(data):
-        raise FdmError(f"--obs {spec}: split has {len(data)} videos, --num-videos {cfg.num_videos} "
-                       f"from index {first} needs {first + cfg.num_videos}")
+    ref = parse_dataset_ref(spec)
+    data = open_dataset(ref.name, cfg.data_dir, split=ref.split, image_size=shape[1], channels=shape[0])
+    if ref.index + max(video_ids) >= len(data):
+        raise FdmError(f"--obs {spec}: split {ref.split!r} has {len(data)} videos, --num-videos "
+                       f"{cfg.num_videos} from index {ref.index} needs {ref.index + cfg.num_videos}")
     given = []
     for v in video_ids:
-        frames = data.clip(first + v, length=max(cfg.n_obs, 1), start=0)  # [T, C, H, W] in [-1, 1]
-        _check_frames(frames, shape, cfg.n_obs, f"{spec} video {first + v}")
+        frames = data.clip(ref.index + v, length=max(cfg.n_obs, 1), start=0)  # [T, C, H, W] in [-1, 1]
+        _check_frames(frames, shape, cfg.n_obs, f"{spec} video {ref.index + v}")
         given.append(frames[:cfg.n_obs])
     length = _need_length(cfg, data.video_length, spec)
     return Conditioning(torch.stack(given), length, spec)

@@ -125,3 +125,24 @@ def test_conditioning_from_a_file_is_kept(tmp_path):
     got = np.load(out / "video_0000.npz")["frames"]
     assert got.shape == (12, 8, 8, 1)  # --length defaults to the video's length
     assert np.array_equal(got[:5], frames[:5])
+
+
+def test_bare_checkpoint_command_uses_the_recorded_dataset(tmp_path):
+    """`fdm sample ckpt.pt --scheme hierarchy-2 --n-obs 36` as the published tool ran it: the test
+    split of the checkpoint's dataset from datasets/NAME, --length from its videos."""
+    from fdm_engine.checkpoint import save_checkpoint
+    from fdm_engine.diffusion import DiffusionConfig
+    from fdm_engine.models.fdm_unet import FDMUNet, FDMUNetConfig
+
+    model = FDMUNet(FDMUNetConfig(image_size=16, channels=3, base_channels=16, channel_mult=(1, 2),
+                                  attention_resolutions=(8,), num_heads=2, max_frames=10))
+    save_checkpoint(tmp_path / "ckpt.pt", model, DiffusionConfig(), extra={"dataset": "bouncing-balls"})
+    fdm("data", "make", "bouncing-balls", "--out", str(tmp_path / "datasets" / "bouncing-balls"),
+        "--num-videos", "2", "--length", "44", "--size", "16", "-q")
+    fdm("sample", "ckpt.pt", "--scheme", "hierarchy-2", "--n-obs", "36", "--steps", "2", "--quiet",
+        cwd=tmp_path)
+    frames = np.load(tmp_path / "samples" / "video_0000.npz")["frames"]
+    assert frames.shape == (44, 16, 16, 3)
+    from fdm_engine.datasets import open_dataset
+    truth = open_dataset("bouncing-balls", tmp_path / "datasets" / "bouncing-balls", split="test").read(0)
+    assert np.array_equal(frames[:36], truth[:36])
