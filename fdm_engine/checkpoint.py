@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +27,7 @@ from torch import nn
 
 from fdm_engine.diffusion.schedule import DiffusionConfig
 from fdm_engine.errors import FdmError
+from fdm_engine.files import atomic_write
 from fdm_engine.models import build_model, model_name
 
 FORMAT_VERSION = 1
@@ -353,21 +352,7 @@ def _read(path: Path) -> _Raw:
 
 
 def _write_atomic(path: Path, raw: _Raw) -> None:
-    """Write to a temp file beside `path`, flush it to disk, then rename over `path`.
-
-    os.replace is atomic within one file system, so a crash or kill leaves either the old file or
-    the new one at `path`, never a partial one. On an exception the temp file is removed; a hard
-    kill can leave a hidden `.<name>.*.tmp` beside it, never a broken `path`.
-    """
+    """Write through a synced temp file renamed over `path` (see fdm_engine.files.atomic_write)."""
     write = _writer(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(raw, Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, fsync=True) as tmp:
+        write(raw, tmp)

@@ -22,6 +22,7 @@ from fdm_engine.conditioning import Conditioning, load_conditioning
 from fdm_engine.denoisers import load_denoiser
 from fdm_engine.diffusion.schedule import NoiseSchedule
 from fdm_engine.errors import FdmError
+from fdm_engine.files import atomic_write, write_text_atomic
 from fdm_engine.executor import Executor, SamplingState
 from fdm_engine.samplers import make_sampler
 from fdm_engine.writer import write_outputs
@@ -162,7 +163,7 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
     summary = _summary(cfg, static, state, wall, k, batch, shard)
     shard.combine(summary)
     if shard.rank == 0:
-        _atomic_write_text(out / "plan.json", json.dumps(summary, indent=1))
+        write_text_atomic(out / "plan.json", json.dumps(summary, indent=1))
     state_path.unlink(missing_ok=True)
     return summary
 
@@ -183,15 +184,8 @@ def _start_state(cfg: SampleConfig, cond: Conditioning, path: Path, resume: bool
 
 
 def _save_state(path: Path, cfg: SampleConfig, state: SamplingState) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"config": cfg.to_dict(), "state": state.to_dict()}, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save({"config": cfg.to_dict(), "state": state.to_dict()}, tmp)
 
 
 def _summary(cfg, static_plan, state: SamplingState, wall: float, k: int, batch: int, shard: Shard) -> dict:

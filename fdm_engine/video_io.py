@@ -31,16 +31,14 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 
 from fdm_engine.errors import FdmError
+from fdm_engine.files import atomic_write  # noqa: F401  (re-exported: writers of datasets use it)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".gif")  # what a folder of videos may hold
 _GIF_COMMENT = "fdm frame_ms="
@@ -183,23 +181,6 @@ _WRITERS: dict[str, Callable[[Path, np.ndarray, float], None]] = {
     ".gif": _write_gif,
     ".npy": _write_npy,
 }
-
-
-@contextmanager
-def atomic_write(path) -> Iterator[Path]:
-    """Yield a temporary path beside `path` (same suffix, so tools pick the format); move it
-    into place only if the body succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # --------------------------------------------------------------------------- reading

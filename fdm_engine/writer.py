@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from fdm_engine.files import atomic_write
 
 
 def write_outputs(out: Path, video_id: int, frames: torch.Tensor, formats, save_raw: bool = False,
@@ -31,8 +32,7 @@ def write_outputs(out: Path, video_id: int, frames: torch.Tensor, formats, save_
             arrays = {"frames": pixels}
             if save_raw:
                 arrays["raw"] = frames.float().numpy()
-            tmp = path.with_name(path.stem + ".tmp.npz")
-            np.savez_compressed(tmp, **arrays)
-            os.replace(tmp, path)
+            with atomic_write(path) as tmp, open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
         written.append(path)
     return written
