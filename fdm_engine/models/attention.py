@@ -134,14 +134,15 @@ class TemporalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: FrameContext) -> torch.Tensor:
         H = x.shape[-2]
-        h = rearrange(self.norm(x), "(b f) c h w -> b (h w) f c", b=ctx.batch)  # [B, S, F, C]
-        q, k, v = rearrange(self.qkv(h), "b s f (three n d) -> three b s n f d", three=3, n=self.num_heads)
+        # Linear layers run on [B, F, S, C], a free view of channels-last activations.
+        h = rearrange(self.norm(x), "(b f) c h w -> b f (h w) c", b=ctx.batch)  # [B, F, S, C]
+        q, k, v = rearrange(self.qkv(h), "b f s (three n d) -> three b s n f d", three=3, n=self.num_heads)
         rel = None
         if not self.rel.vanishes():
             rel = rearrange(self.rel(ctx.rel_feats, ctx.emb), "b i j (n d) -> b n i j d", n=self.num_heads)
         out = temporal_attention(q, k, v, rel, ctx.mask)  # [B, S, n, F, D]
-        out = self.proj(rearrange(out, "b s n f d -> b s f (n d)"))  # [B, S, F, C]
-        return x + rearrange(out, "b (h w) f c -> (b f) c h w", h=H)
+        out = self.proj(rearrange(out, "b s n f d -> b f s (n d)"))  # [B, F, S, C]
+        return rearrange(out, "b f (h w) c -> (b f) c h w", h=H).add_(x)
 
 
 class SpatialAttention(nn.Module):
@@ -160,7 +161,7 @@ class SpatialAttention(nn.Module):
         q, k, v = rearrange(self.qkv(h), "n s (three h d) -> three n h s d", three=3, h=self.num_heads)
         out = F.scaled_dot_product_attention(q, k, v)  # [N, n, S, D]
         out = self.proj(rearrange(out, "n h s d -> n s (h d)"))  # [N, S, C]
-        return x + rearrange(out, "n (h w) c -> n c h w", h=H)
+        return rearrange(out, "n (h w) c -> n c h w", h=H).add_(x)
 
 
 class AttentionBlock(nn.Module):

@@ -1,7 +1,8 @@
 """UNet building blocks (improved-DDPM style): norms, timestep embedding, ResBlock, resampling.
 
 All blocks act on frames folded into the batch axis: x [N, C, H, W] with N = B * F, and a
-per-frame time embedding emb [N, E].
+per-frame time embedding emb [N, E]. ResBlock and the resamplers also take `dims=3` for 3D-conv
+UNets (RaMViD): x [N, C, F, H, W] with one embedding per clip, emb [N, E].
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ def norm_groups(channels: int, max_groups: int = 32) -> int:
 
 def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(norm_groups(channels), channels)
+
+
+def conv_nd(dims: int, *args, **kwargs) -> nn.Module:
+    """nn.Conv1d / Conv2d / Conv3d for `dims` = 1 / 2 / 3 (same arguments as the torch class)."""
+    return {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims](*args, **kwargs)
 
 
 def zero_module(module: nn.Module) -> nn.Module:
@@ -61,41 +67,51 @@ class TimestepEmbedding(nn.Module):
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv, scale-shift by the time embedding, GroupNorm-SiLU-conv(zero init), skip."""
 
-    def __init__(self, in_channels: int, out_channels: int, embed_dim: int, dropout: float = 0.0):
+    def __init__(self, in_channels: int, out_channels: int, embed_dim: int, dropout: float = 0.0, dims: int = 2):
         super().__init__()
         self.in_norm = group_norm(in_channels)
-        self.in_conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.in_conv = conv_nd(dims, in_channels, out_channels, 3, padding=1)
         self.emb = nn.Linear(embed_dim, 2 * out_channels)
         self.out_norm = group_norm(out_channels)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.out_conv = zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1))
-        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
+        self.out_conv = zero_module(conv_nd(dims, out_channels, out_channels, 3, padding=1))
+        self.skip = nn.Identity() if in_channels == out_channels else conv_nd(dims, in_channels, out_channels, 1)
+        self.dims = dims
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.in_conv(F.silu(self.in_norm(x)))  # [N, Co, H, W]
-        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)  # [N, Co, 1, 1] each
+        # In-place SiLU / add only on fresh intermediates whose backward does not need them.
+        h = self.in_conv(F.silu(self.in_norm(x), inplace=True))  # [N, Co, H, W]
+        e = self.emb(F.silu(emb))  # [N, 2*Co]
+        scale, shift = e.view(e.shape + (1,) * self.dims).chunk(2, dim=1)  # [N, Co, 1, 1(, 1)] each
         h = torch.addcmul(shift, self.out_norm(h), 1 + scale)  # norm(h) * (1 + scale) + shift
-        h = self.out_conv(self.dropout(F.silu(h)))  # [N, Co, H, W]
-        return self.skip(x) + h
+        h = self.out_conv(self.dropout(F.silu(h, inplace=True)))  # [N, Co, H, W]
+        return h.add_(self.skip(x))
 
 
 class Downsample(nn.Module):
-    """Stride-2 3x3 conv: [N, C, H, W] -> [N, C, H/2, W/2]."""
+    """Stride-2 3x3 conv: [N, C, H, W] -> [N, C, H/2, W/2].
 
-    def __init__(self, channels: int):
+    With dims=3, a 3x3x3 conv with `stride` (e.g. (1, 2, 2): space only; (2, 2, 2): time too).
+    """
+
+    def __init__(self, channels: int, dims: int = 2, stride: int | tuple[int, ...] = 2):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.conv = conv_nd(dims, channels, channels, 3, stride=stride, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
 
 
 class Upsample(nn.Module):
-    """Nearest x2 then 3x3 conv: [N, C, H, W] -> [N, C, 2H, 2W]."""
+    """Nearest x2 then 3x3 conv: [N, C, H, W] -> [N, C, 2H, 2W].
 
-    def __init__(self, channels: int):
+    With dims=3, nearest by `scale` (e.g. (1, 2, 2) or (2, 2, 2)) then a 3x3x3 conv.
+    """
+
+    def __init__(self, channels: int, dims: int = 2, scale: int | tuple[int, ...] = 2):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.scale = scale
+        self.conv = conv_nd(dims, channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        return self.conv(F.interpolate(x, scale_factor=self.scale, mode="nearest"))

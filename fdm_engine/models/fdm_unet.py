@@ -145,6 +145,9 @@ class FDMUNet(nn.Module):
 
         self.out_norm = group_norm(ch)
         self.out_conv = zero_module(nn.Conv2d(ch, config.channels, 3, padding=1))
+        # Conv weights in channels-last, like the activations, so no call reorders them.
+        # Checkpoints store contiguous copies; load_state_dict keeps these strides.
+        self.to(memory_format=torch.channels_last)
 
     def forward(
         self,
@@ -168,6 +171,9 @@ class FDMUNet(nn.Module):
         )
         indicator = observed.to(x.dtype)[:, :, None, None, None].expand(B, Fr, 1, H, W)  # [B, F, 1, H, W]
         h = rearrange(torch.cat([x, indicator], dim=2), "b f c h w -> (b f) c h w")  # [B*F, C+1, H, W]
+        # Channels-last activations: native layout for oneDNN/cuDNN convolutions, and the
+        # attention blocks' token layouts become free views.
+        h = h.contiguous(memory_format=torch.channels_last)
 
         h = self.in_conv(h)  # [B*F, base, H, W]
         skips = [h]
@@ -177,8 +183,8 @@ class FDMUNet(nn.Module):
         h = self.middle(h, emb, ctx)
         for stage in self.up:
             h = stage(torch.cat([h, skips.pop()], dim=1), emb, ctx)
-        h = self.out_conv(F.silu(self.out_norm(h)))  # [B*F, C, H, W]
-        return rearrange(h, "(b f) c h w -> b f c h w", b=B)
+        h = self.out_conv(F.silu(self.out_norm(h), inplace=True))  # [B*F, C, H, W]
+        return rearrange(h.contiguous(), "(b f) c h w -> b f c h w", b=B)
 
     def _check_inputs(self, x, frame_indices, noise_levels, observed, valid) -> None:
         if x.dim() != 5:
