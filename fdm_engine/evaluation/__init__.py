@@ -1,0 +1,36 @@
+"""Evaluation: exact scores of schemes and samplers on the analytic oracle, and video metrics.
+
+Exact scores (SPEC §8). With the GP oracle every job is an affine-Gaussian map of its observed
+frames, so what a scheme (or a sampler) produces for one pixel is Gaussian and is computed, not
+sampled:
+
+    from fdm_engine.evaluation import score_scheme, score_sampler, monte_carlo_scheme
+    s = score_scheme("hierarchy-2", length=300, n_obs=36, max_frames=20, oracle=oracle)
+    s.kl                 # KL(scheme || true GP) in nats, one pixel's T frames
+    s.variance_ratio     # [T] per-frame marginal variance, scheme / true
+    s.cov_error          # [T] mean covariance error by frame distance (/ prior variance)
+    score_scheme(..., sampler=make_sampler("dpm++2m", schedule, 25))   # the scheme run with a real sampler
+    monte_carlo_scheme(..., sampler=..., num_videos=64)   # KLEstimate(kl, se, ...) via the Executor
+
+    r = score_sampler(oracle, make_sampler("ddim", schedule, 50, "logsnr"))   # one job (DEFAULT_JOB)
+    r.kl, r.variance_ratio
+    sweep(oracle, schedule, samplers, spacings, steps) -> [SamplerScore]
+
+Sampler maps are measured by running the real `run_job`/`Sampler.step` on basis inputs
+(`sampler_map`), so the score is of the code `fdm sample` runs. Adaptive schemes have no exact
+score (data-dependent); `monte_carlo_scheme` handles them, as a lower bound.
+
+"""
+
+from fdm_engine.evaluation.gaussian import ExactConditional, Joint, JobMap, gaussian_kl, propagate
+from fdm_engine.evaluation.montecarlo import KLEstimate, kl_estimate
+from fdm_engine.evaluation.sampler_map import SamplerConditional, sampler_job_map
+from fdm_engine.evaluation.sampler_score import DEFAULT_JOB, SamplerScore, monte_carlo_sampler, score_sampler, sweep
+from fdm_engine.evaluation.scheme_score import (SchemeScore, monte_carlo_scheme, score_scheme, score_schemes,
+                                                static_schemes)
+
+__all__ = [
+    "DEFAULT_JOB", "ExactConditional", "JobMap", "Joint", "KLEstimate", "SamplerConditional", "SamplerScore",
+    "SchemeScore", "gaussian_kl", "kl_estimate", "monte_carlo_sampler", "monte_carlo_scheme", "propagate",
+    "sampler_job_map", "score_sampler", "score_scheme", "score_schemes", "static_schemes", "sweep",
+]
