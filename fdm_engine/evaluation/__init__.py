@@ -20,6 +20,11 @@ Sampler maps are measured by running the real `run_job`/`Sampler.step` on basis 
 (`sampler_map`), so the score is of the code `fdm sample` runs. Adaptive schemes have no exact
 score (data-dependent); `monte_carlo_scheme` handles them, as a lower bound.
 
+Video metrics against ground truth (uint8 frames [..., H, W, C]): `psnr`, `ssim` (METRICS),
+`revisit_values` / `revisit_summary` for places seen twice, and `evaluate_samples(dir, data=...)`
+for a folder written by `fdm sample`.
+
+CLI: `fdm eval scheme|schemes|sampler|samplers|video` (cli/eval.py).
 """
 
 from fdm_engine.evaluation.gaussian import ExactConditional, Joint, JobMap, gaussian_kl, propagate
@@ -28,9 +33,12 @@ from fdm_engine.evaluation.sampler_map import SamplerConditional, sampler_job_ma
 from fdm_engine.evaluation.sampler_score import DEFAULT_JOB, SamplerScore, monte_carlo_sampler, score_sampler, sweep
 from fdm_engine.evaluation.scheme_score import (SchemeScore, monte_carlo_scheme, score_scheme, score_schemes,
                                                 static_schemes)
+from fdm_engine.evaluation.video_eval import evaluate_samples
+from fdm_engine.evaluation.video_metrics import METRICS, psnr, revisit_summary, revisit_values, ssim
 
 __all__ = [
-    "DEFAULT_JOB", "ExactConditional", "JobMap", "Joint", "KLEstimate", "SamplerConditional", "SamplerScore",
-    "SchemeScore", "gaussian_kl", "kl_estimate", "monte_carlo_sampler", "monte_carlo_scheme", "propagate",
-    "sampler_job_map", "score_sampler", "score_scheme", "score_schemes", "static_schemes", "sweep",
+    "DEFAULT_JOB", "ExactConditional", "JobMap", "Joint", "KLEstimate", "METRICS", "SamplerConditional",
+    "SamplerScore", "SchemeScore", "evaluate_samples", "gaussian_kl", "kl_estimate", "monte_carlo_sampler",
+    "monte_carlo_scheme", "propagate", "psnr", "revisit_summary", "revisit_values", "sampler_job_map",
+    "score_sampler", "score_scheme", "score_schemes", "ssim", "static_schemes", "sweep",
 ]
