@@ -1,0 +1,291 @@
+"""`fdm eval`: exact scheme and sampler scores on the analytic oracle, and video metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from fdm_engine.errors import FdmError
+
+# --monte-carlo samples through a real sampler; this one is near-exact and cheap (25 network calls
+# per job). Its own contribution is computed exactly and printed beside the estimate.
+MC_SAMPLER = ("dpm++2m", 25, "logsnr")
+DEFAULT_STEPS = "10,25,50,100,250,1000"
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    """'0,3,5-9' -> [0, 3, 5, 6, 7, 8, 9]; '' or 'none' -> []."""
+    out: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if part.lower() == "none":
+            continue
+        lo, dash, hi = part.partition("-")
+        try:
+            out += list(range(int(lo), int(hi) + 1)) if dash else [int(part)]
+        except ValueError:
+            raise FdmError(f"{flag} {text!r}: expected integers such as 0,3,5-9") from None
+    return out
+
+
+def _names(text: str, known: list[str], flag: str) -> list[str]:
+    names = known if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise FdmError(f"{flag} {text!r}: unknown {', '.join(bad) or 'empty list'} (known: {', '.join(known)})")
+    return names
+
+
+def _oracle(spec: str):
+    from fdm_engine.diffusion import DiffusionConfig, NoiseSchedule
+    from fdm_engine.models.oracle import GaussianProcessOracle, parse_oracle_spec
+
+    spec = spec if spec.startswith("oracle:") else f"oracle:{spec}"
+    schedule = NoiseSchedule(DiffusionConfig())
+    return GaussianProcessOracle(parse_oracle_spec(spec), schedule), schedule
+
+
+def _sampler(name, schedule, steps, spacing, eta):
+    from fdm_engine.samplers import make_sampler
+
+    return None if name in (None, "exact") else make_sampler(name, schedule, steps, spacing, eta)
+
+
+def oracle_option(f):
+    return click.option("--oracle", "oracle_spec", default="oracle:periodic", show_default=True,
+                        help="GP oracle: oracle:KERNEL[:key=value,...], "
+                             "e.g. oracle:periodic:lengthscale=4,period=24.")(f)
+
+
+def plan_options(f):
+    f = click.option("--step-size", type=int, default=None, help="S: latent frames per job [default: K//2].")(f)
+    f = click.option("--max-frames", type=int, default=20, show_default=True, help="K: frames per job.")(f)
+    f = click.option("--n-obs", type=int, default=36, show_default=True, help="Given frames 0..n-1.")(f)
+    return click.option("--length", type=int, required=True, help="T: frames in the video.")(f)
+
+
+def sampler_options(f):
+    f = click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM noise.")(f)
+    f = click.option("--spacing", default="logsnr", show_default=True, help="Timestep spacing.")(f)
+    f = click.option("--steps", type=int, default=25, show_default=True, help="Sampler steps per job.")(f)
+    return click.option("--sampler", default="exact", show_default=True,
+                        help="Job sampler: exact (draw from the exact conditional) or a real one (ddpm, ddim, ...).")(f)
+
+
+@click.group("eval")
+def eval_():
+    """Evaluate schemes and samplers exactly on the GP oracle, and sampled videos against ground truth."""
+
+
+@eval_.command("scheme")
+@click.argument("scheme")
+@plan_options
+@oracle_option
+@sampler_options
+@click.option("--monte-carlo", "mc", type=int, default=None,
+              help="Also estimate the KL from N videos sampled through the executor (every pixel is a sample; "
+                   f"sampler: --sampler, or {MC_SAMPLER[0]} {MC_SAMPLER[1]} {MC_SAMPLER[2]} when exact).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Monte-Carlo seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+def scheme_cmd(scheme, length, n_obs, max_frames, step_size, oracle_spec, sampler, steps, spacing, eta, mc, seed,
+               as_json):
+    """Exact KL(SCHEME's joint || true GP joint) for one pixel, with the oracle as the model."""
+    from sampling_schemes import get_scheme
+
+    from fdm_engine.evaluation.scheme_score import monte_carlo_scheme, score_scheme
+
+    oracle, schedule = _oracle(oracle_spec)
+    chosen = _sampler(sampler, schedule, steps, spacing, eta)
+    adaptive = get_scheme(scheme).adaptive
+    if adaptive and mc is None:
+        raise FdmError(f"{scheme} picks observed frames from the video at run time: it has no exact score; "
+                       f"use --monte-carlo N")
+    result = {"scheme": scheme, "oracle": oracle.config.to_dict()}
+    static_name = scheme
+    if not adaptive:
+        result.update(score_scheme(scheme, length, n_obs, max_frames, step_size, oracle=oracle,
+                                   sampler=chosen).to_dict())
+    else:
+        result["kl"] = None
+    if mc is not None:
+        mc_sampler = chosen or _sampler(MC_SAMPLER[0], schedule, *MC_SAMPLER[1:], 0.0)
+        est = monte_carlo_scheme(scheme, length, n_obs, max_frames, step_size, oracle=oracle, sampler=mc_sampler,
+                                 num_videos=mc, seed=seed)
+        same = None if adaptive else (result["kl"] if chosen else score_scheme(
+            static_name, length, n_obs, max_frames, step_size, oracle=oracle, sampler=mc_sampler).kl)
+        result["monte_carlo"] = {**est.to_dict(), "videos": mc, "sampler": _describe(mc_sampler),
+                                 "exact_kl_same_sampler": same, "lower_bound": adaptive,
+                                 "agrees_3se": None if same is None else est.agrees(same)}
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    _print_scheme(result)
+
+
+def _describe(sampler) -> str:
+    from fdm_engine.evaluation.scheme_score import describe
+
+    return describe(sampler)
+
+
+def _print_scheme(r: dict) -> None:
+    if r.get("kl") is not None:
+        click.echo(f"{r['scheme']}: T={r['length']}, n_obs={r['n_obs']}, K={r['max_frames']}, S={r['step_size']}, "
+                   f"{r['jobs']} jobs, sampler {r['sampler']}")
+        click.echo(f"exact KL:        {r['kl']:.6g} nats per pixel ({r['kl_per_frame']:.4g} per generated frame)")
+        click.echo(f"variance ratio:  {r['variance_ratio_min']:.4f} .. {r['variance_ratio_max']:.4f} "
+                   "(generated frames)")
+        click.echo(f"cov. error:      {r['cov_abs_error_mean']:.4g} mean |C - Sigma| / prior variance over distances")
+    m = r.get("monte_carlo")
+    if m:
+        what = " (Gaussian fit: a lower bound on the true KL)" if m["lower_bound"] else ""
+        click.echo(f"Monte-Carlo KL:  {m['kl']:.4f} +- {m['se']:.4f}{what}  [{m['videos']} videos, n={m['n']} "
+                   f"pixel series, bias {m['bias']:.4f} removed, {m['sampler']}]")
+        if m["exact_kl_same_sampler"] is not None:
+            click.echo(f"exact KL with that sampler: {m['exact_kl_same_sampler']:.4f} "
+                       f"({'within' if m['agrees_3se'] else 'OUTSIDE'} 3 standard errors)")
+
+
+@eval_.command("schemes")
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every registered static scheme (families at --levels).")
+@click.option("--levels", default="2,3,4", show_default=True, help="N for the -N families with --all.")
+@plan_options
+@oracle_option
+@sampler_options
+@click.option("--out", type=click.Path(dir_okay=False), default="eval_schemes.png", show_default=True,
+              help="Where to write the comparison plot.")
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+def schemes_cmd(names, all_, levels, length, n_obs, max_frames, step_size, oracle_spec, sampler, steps, spacing, eta,
+                out, as_json):
+    """Compare schemes by exact KL at one setting: a table, and a PNG (--out).
+
+    Adaptive schemes are left out: they have no exact score (see `fdm eval scheme --monte-carlo`)."""
+    from fdm_engine.evaluation.plots import plot_schemes
+    from fdm_engine.evaluation.scheme_score import score_schemes, static_schemes
+
+    if all_ == bool(names):
+        raise FdmError("name schemes to compare, or pass --all (not both)")
+    names = static_schemes(tuple(_ints(levels, "--levels"))) if all_ else list(names)
+    oracle, schedule = _oracle(oracle_spec)
+    scores = score_schemes(names, length, n_obs, max_frames, step_size, oracle=oracle,
+                           sampler=_sampler(sampler, schedule, steps, spacing, eta))
+    s0 = scores[0]
+    title = (f"T={length}, n_obs={n_obs}, K={max_frames}, S={s0.step_size}, {oracle.config.kernel} kernel, "
+             f"sampler {s0.sampler}")
+    plot_schemes(scores, out, title)
+    rows = [s.summary() for s in scores]
+    if as_json:
+        click.echo(json.dumps({"setting": title, "png": out, "schemes": rows}))
+        return
+    click.echo(title)
+    click.echo(f"{'scheme':<24}{'jobs':>6}{'KL (nats)':>14}{'KL/frame':>12}{'var ratio range':>22}")
+    for r in rows:
+        click.echo(f"{r['scheme']:<24}{r['jobs']:>6}{r['kl']:>14.5g}{r['kl_per_frame']:>12.4g}"
+                   f"{r['variance_ratio_min']:>11.3f} .. {r['variance_ratio_max']:<7.3f}")
+    click.echo(f"wrote {out}")
+
+
+@eval_.command("sampler")
+@click.argument("name")
+@click.option("--steps", type=int, default=25, show_default=True)
+@click.option("--spacing", default="logsnr", show_default=True, help="linspace, trailing, logsnr, karras.")
+@click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM noise.")
+@oracle_option
+@click.option("--observed", default="0-9", show_default=True, help="Observed frames of the job ('none': none).")
+@click.option("--latent", default="10-19", show_default=True, help="Latent frames of the job.")
+@click.option("--monte-carlo", "mc", type=int, default=None, help="Also estimate it from N sampled pixels.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Monte-Carlo seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def sampler_cmd(name, steps, spacing, eta, oracle_spec, observed, latent, mc, seed, as_json):
+    """Exact KL of one job sampled by NAME with the oracle, to the true conditional (joint with y)."""
+    from fdm_engine.evaluation.sampler_score import monte_carlo_sampler, score_sampler
+
+    oracle, schedule = _oracle(oracle_spec)
+    sampler = _sampler(name, schedule, steps, spacing, eta)
+    if sampler is None:
+        raise FdmError("NAME must be a real sampler (ddpm, ddpm-small, ddim, dpm++2m, ...)")
+    obs, lat = _ints(observed, "--observed"), _ints(latent, "--latent")
+    result = score_sampler(oracle, sampler, obs, lat).to_dict()
+    if mc is not None:
+        result["monte_carlo"] = monte_carlo_sampler(oracle, sampler, obs, lat, num_pixels=mc, seed=seed).to_dict()
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{name}, {result['steps_run']} steps ({spacing}), job observes {obs} generates {lat}")
+    click.echo(f"exact KL:       {result['kl']:.6g} nats per pixel")
+    click.echo(f"variance ratio: {result['variance_ratio']:.4f} (sampled / true conditional variance)")
+    if mc is not None:
+        m = result["monte_carlo"]
+        click.echo(f"Monte-Carlo:    {m['kl']:.4f} +- {m['se']:.4f} from {m['n']} pixels")
+
+
+@eval_.command("samplers")
+@click.option("--samplers", "names", default="all", show_default=True, help="Comma-separated samplers, or all.")
+@click.option("--spacings", default="all", show_default=True, help="Comma-separated spacings, or all.")
+@click.option("--steps", default=DEFAULT_STEPS, show_default=True, help="Step counts.")
+@click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM noise.")
+@oracle_option
+@click.option("--observed", default="0-9", show_default=True, help="Observed frames of the job.")
+@click.option("--latent", default="10-19", show_default=True, help="Latent frames of the job.")
+@click.option("--out", type=click.Path(dir_okay=False), default="eval_samplers.png", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+def samplers_cmd(names, spacings, steps, eta, oracle_spec, observed, latent, out, as_json):
+    """Exact KL against steps for every sampler and spacing: how many steps each one needs."""
+    from fdm_engine.diffusion import SPACINGS
+    from fdm_engine.evaluation.plots import plot_samplers
+    from fdm_engine.evaluation.sampler_score import sweep
+    from fdm_engine.samplers import SAMPLERS
+
+    oracle, schedule = _oracle(oracle_spec)
+    names = _names(names, SAMPLERS.names(), "--samplers")
+    spacings = _names(spacings, SPACINGS.names(), "--spacings")
+    counts = _ints(steps, "--steps")
+    obs, lat = _ints(observed, "--observed"), _ints(latent, "--latent")
+    scores = sweep(oracle, schedule, names, spacings, counts, eta, obs, lat)
+    plot_samplers(scores, out, f"{oracle.config.kernel} oracle, job observes {len(obs)} / generates {len(lat)} frames")
+    if as_json:
+        click.echo(json.dumps({"png": out, "results": [s.to_dict() for s in scores]}))
+        return
+    click.echo(f"{'sampler':<12}{'spacing':<10}" + "".join(f"{n:>11}" for n in counts))
+    for name in names:
+        for sp in spacings:
+            kls = {s.steps: s.kl for s in scores if s.sampler == name and s.spacing == sp}
+            click.echo(f"{name:<12}{sp:<10}" + "".join(f"{kls[n]:>11.3g}" for n in counts))
+    click.echo(f"wrote {out}")
+
+
+@eval_.command("video")
+@click.argument("samples_dir", type=click.Path(file_okay=False))
+@click.option("--data", default=None, help="Ground truth: NAME[:split[:index]] or a video file "
+                                           "[default: the run's --obs from plan.json].")
+@click.option("--data-dir", default=None, help="Dataset folder [default: the run's, else the usual lookup].")
+@click.option("--n-obs", type=int, default=None, help="Given frames (excluded from summaries) [default: the run's].")
+@click.option("--revisit-tol", type=float, default=0.5, show_default=True,
+              help="Poses closer than this (max-norm) count as the same place.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Where to write eval.json and eval.png "
+                                                                             "[default: SAMPLES_DIR].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def video_cmd(samples_dir, data, data_dir, n_obs, revisit_tol, out, as_json):
+    """PSNR/SSIM per frame index against ground truth, and revisit consistency, for `fdm sample` output."""
+    from fdm_engine.evaluation.plots import plot_video_report
+    from fdm_engine.evaluation.video_eval import evaluate_samples
+
+    if not Path(samples_dir).is_dir():
+        raise FdmError(f"{samples_dir}: no such folder")
+    report = evaluate_samples(samples_dir, data, data_dir, n_obs, revisit_tol)
+    out = Path(out or samples_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(report, indent=1))
+    plot_video_report(report, out / "eval.png")
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"{report['videos']} videos, {report['length']} frames ({report['n_obs']} given) vs {report['truth']}")
+    click.echo(f"PSNR {report['psnr']['mean']:.3f} dB, SSIM {report['ssim']['mean']:.4f} (mean over generated frames)")
+    r = report["revisit"]
+    if r:
+        click.echo(f"revisits: {r['pairs']} pairs, PSNR {r['psnr']:.3f} dB between visits "
+                   f"(truth {r['truth_psnr']:.1f})")
+    click.echo(f"wrote {out / 'eval.json'} and {out / 'eval.png'}")

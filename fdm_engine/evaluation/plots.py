@@ -1,0 +1,83 @@
+"""PNG figures for the evaluation commands (matplotlib, Agg backend, imported on first use)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_schemes(scores, path, title: str) -> Path:
+    """scores: list of SchemeScore at one setting -> KL bars, per-frame variance ratio, error by distance."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    names = [s.scheme for s in scores]
+    axes[0].barh(names, [s.kl for s in scores], color="tab:blue")
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel("KL(scheme || true), nats per pixel")
+    for s in scores:
+        axes[1].plot(range(s.length), s.variance_ratio, lw=1, label=s.scheme)
+        axes[2].plot(range(s.length), s.cov_error, lw=1, label=s.scheme)
+    axes[1].axhline(1, color="k", lw=0.5)
+    axes[1].axvspan(0, scores[0].n_obs - 0.5, color="0.9")
+    axes[1].set(xlabel="frame index", ylabel="variance ratio (scheme / true)")
+    axes[2].axhline(0, color="k", lw=0.5)
+    axes[2].set(xlabel="frame distance", ylabel="mean covariance error / prior variance")
+    axes[2].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_samplers(scores, path, title: str, floor: float = 1e-8) -> Path:
+    """scores: list of SamplerScore -> KL against steps, a panel per sampler, a line per spacing."""
+    plt = _pyplot()
+    samplers = list(dict.fromkeys(s.sampler for s in scores))
+    fig, axes = plt.subplots(1, len(samplers), figsize=(4.2 * len(samplers), 4), squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], samplers):
+        mine = [s for s in scores if s.sampler == name]
+        for spacing in dict.fromkeys(s.spacing for s in mine):
+            rows = sorted((s.steps, max(s.kl, floor)) for s in mine if s.spacing == spacing)
+            ax.plot(*zip(*rows), marker="o", ms=3, label=spacing)
+        ax.set(xscale="log", yscale="log", title=name, xlabel="steps")
+        ax.grid(True, which="both", lw=0.3)
+    axes[0][0].set_ylabel("KL to the exact conditional, nats")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_video_report(report: dict, path) -> Path:
+    """fdm eval video's report -> PSNR and SSIM per frame index, revisit PSNR against gap."""
+    plt = _pyplot()
+    revisit = report.get("revisit")
+    fig, axes = plt.subplots(1, 3 if revisit else 2, figsize=(14 if revisit else 10, 4))
+    n_obs = report["n_obs"]
+    for ax, name, unit in ((axes[0], "psnr", "PSNR, dB"), (axes[1], "ssim", "SSIM")):
+        per_frame = report[name]["per_frame"]
+        ax.plot(range(n_obs, len(per_frame)), per_frame[n_obs:], lw=1)
+        ax.set(xlabel="frame index", ylabel=unit, title=f"{name.upper()}: mean {report[name]['mean']:.3f}")
+    if revisit:
+        gaps = [g["gap"] for g in revisit["by_gap"]]
+        axes[2].plot(gaps, [g["psnr"] for g in revisit["by_gap"]], marker="o")
+        axes[2].set(xlabel="frames between visits", ylabel="PSNR between visits, dB",
+                    title=f"revisits: {revisit['pairs']} pairs, mean {revisit['psnr']:.2f} dB")
+    fig.suptitle(f"{report['samples_dir']} vs {report['truth']} ({report['videos']} videos)")
+    fig.tight_layout()
+    return _save(fig, path)

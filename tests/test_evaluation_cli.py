@@ -1,0 +1,132 @@
+"""`fdm eval ...`: JSON outputs parse, files are written, user mistakes exit 2 with one line."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small solves: on shared cores torch's thread pool makes them ~50x slower (measured)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def run(capsys, *argv):
+    """`fdm ARGV` in-process -> (exit code, stdout, stderr)."""
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def ok_json(capsys, *argv):
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_scheme_json_and_text(capsys):
+    r = ok_json(capsys, "eval", "scheme", "autoreg", "--length", "60", "--n-obs", "4", "--max-frames", "8", "--json")
+    assert r["kl"] > 0 and len(r["variance_ratio"]) == 60 and r["jobs"] == 14 and r["sampler"] == "exact"
+    code, out, _ = run(capsys, "eval", "scheme", "hierarchy-2", "--length", "60", "--n-obs", "4", "--max-frames", "8")
+    assert code == 0 and "exact KL" in out
+
+
+def test_scheme_monte_carlo_reports_an_error_bar(capsys):
+    r = ok_json(capsys, "eval", "scheme", "autoreg", "--length", "30", "--n-obs", "4", "--max-frames", "8",
+                "--oracle", "oracle:periodic:lengthscale=4,period=12,size=16", "--sampler", "ddim", "--steps", "10",
+                "--monte-carlo", "16", "--json")
+    mc = r["monte_carlo"]
+    assert mc["n"] == 16 * 256 and mc["se"] > 0 and mc["exact_kl_same_sampler"] == r["kl"]
+    assert mc["agrees_3se"] is True
+    adaptive = ok_json(capsys, "eval", "scheme", "adaptive-autoreg", "--length", "30", "--n-obs", "4",
+                       "--max-frames", "8", "--oracle", "oracle:periodic:size=16", "--monte-carlo", "8",
+                       "--steps", "5", "--sampler", "ddim", "--json")
+    assert adaptive["kl"] is None and adaptive["monte_carlo"]["lower_bound"] is True
+
+
+def test_schemes_all_table_and_png(capsys, tmp_path):
+    png = tmp_path / "schemes.png"
+    r = ok_json(capsys, "eval", "schemes", "--all", "--levels", "2,3", "--length", "80", "--n-obs", "8",
+                "--max-frames", "10", "--out", str(png), "--json")
+    names = [row["scheme"] for row in r["schemes"]]
+    assert {"autoreg", "long-range", "hierarchy-2", "hierarchy-3", "hierarchy-2-parallel"} <= set(names)
+    assert not any(n.startswith("adaptive") for n in names)
+    assert png.read_bytes()[:8] == PNG
+    code, out, _ = run(capsys, "eval", "schemes", "autoreg", "hierarchy-2", "--length", "80", "--n-obs", "8",
+                       "--max-frames", "10", "--out", str(png))
+    assert code == 0 and "hierarchy-2" in out and "KL" in out
+
+
+def test_sampler_and_samplers(capsys, tmp_path):
+    r = ok_json(capsys, "eval", "sampler", "ddim", "--steps", "10", "--spacing", "linspace", "--observed", "0,3,6",
+                "--latent", "1,4,9", "--monte-carlo", "4096", "--json")
+    assert r["kl"] > 0 and r["observed"] == [0, 3, 6] and "se" in r["monte_carlo"]
+    png = tmp_path / "samplers.png"
+    r = ok_json(capsys, "eval", "samplers", "--samplers", "ddim,dpm++2m", "--spacings", "logsnr,linspace",
+                "--steps", "5,20", "--observed", "0-3", "--latent", "4-7", "--out", str(png), "--json")
+    assert len(r["results"]) == 8 and png.read_bytes()[:8] == PNG
+    code, out, _ = run(capsys, "eval", "samplers", "--samplers", "dpm++2m", "--spacings", "logsnr", "--steps", "5,20",
+                       "--out", str(png))
+    assert code == 0 and "dpm++2m" in out
+
+
+def test_video_after_a_real_sample_run(capsys, tmp_path):
+    """`fdm data make` -> `fdm sample` (oracle, conditioned on the dataset) -> `fdm eval video`."""
+    from fdm_engine.datasets import make_dataset
+
+    data = make_dataset("revisit-world", tmp_path / "data", num_videos=1, length=30, size=16, num_test=2, seed=0)
+    samples = tmp_path / "samples"
+    code, _, err = run(capsys, "sample", "oracle:periodic:channels=3,size=16", "--obs", "revisit-world:test",
+                       "--data-dir", str(data), "--n-obs", "6", "--max-frames", "10", "--steps", "5",
+                       "--num-videos", "2", "--format", "npz", "--out", str(samples), "--quiet")
+    assert code == 0, err
+    r = ok_json(capsys, "eval", "video", str(samples), "--json")
+    assert r["videos"] == 2 and r["n_obs"] == 6 and len(r["psnr"]["per_frame"]) == 30
+    assert r["revisit"] is not None and r["revisit"]["pairs"] > 0
+    assert json.loads((samples / "eval.json").read_text())["ssim"]["mean"] == r["ssim"]["mean"]
+    assert (samples / "eval.png").read_bytes()[:8] == PNG
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["scheme", "nosuch", "--length", "50"], "unknown sampling scheme"),
+    (["scheme", "autoreg", "--length", "30", "--n-obs", "40"], "--n-obs must be < --length"),
+    (["scheme", "autoreg", "--length", "50", "--oracle", "oracle:nokernel"], "unknown GP kernel"),
+    (["scheme", "adaptive-autoreg", "--length", "50"], "no exact score"),
+    (["scheme", "autoreg", "--length", "50", "--sampler", "nosuch"], "unknown sampler"),
+    (["schemes", "--length", "50"], "--all"),
+    (["sampler", "ddim", "--observed", "0,x"], "--observed"),
+    (["sampler", "ddim", "--observed", "1", "--latent", "1"], "distinct"),
+    (["samplers", "--samplers", "foo"], "--samplers"),
+    (["video", "/nonexistent/samples"], "no such folder"),
+])
+def test_bad_input_one_line_exit_2(capsys, argv, message):
+    code, _, err = run(capsys, "eval", *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_real_process_json(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "cli.main", "eval", "scheme", "autoreg", "--length", "40", "--n-obs", "5",
+            "--max-frames", "40", "--step-size", "35", "--json"]
+    r = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert abs(json.loads(r.stdout)["kl"]) < 1e-8  # one job for the whole video: exact
+    bad = subprocess.run(argv[:5] + ["nosuch", "--length", "40"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
