@@ -33,7 +33,7 @@ def load_conditioning(cfg, loaded, video_ids: list[int]) -> Conditioning:
         return Conditioning(videos[:, :cfg.n_obs], length, "oracle prior")
     if cfg.obs is not None and Path(cfg.obs).suffix.lower() in VIDEO_SUFFIXES:
         return _from_file(cfg, Path(cfg.obs), shape, len(video_ids))
-    spec = cfg.obs or loaded.extra.get("dataset")
+    spec = cfg.obs or (f"{loaded.extra['dataset']}:test" if loaded.extra.get("dataset") else None)
     if not spec:
         raise FdmError(f"--n-obs {cfg.n_obs} needs conditioning frames: pass --obs VIDEO_OR_DATASET "
                        f"({loaded.path} records no dataset)")

@@ -161,6 +161,7 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
     for row, vid in enumerate(video_ids):
         write_outputs(out, vid, state.buffer[row], cfg.formats, save_raw=cfg.save_raw, fps=cfg.fps)
     summary = _summary(cfg, static, state, wall, k, batch, shard)
+    summary["conditioning"] = cond.source  # e.g. "carla_no_traffic:test" when taken from the checkpoint
     shard.combine(summary)
     if shard.rank == 0:
         write_text_atomic(out / "plan.json", json.dumps(summary, indent=1))
