@@ -23,9 +23,25 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(norm_groups(channels), channels)
 
 
+class Conv3d(nn.Conv3d):
+    """nn.Conv3d whose single-clip CPU calls stay on oneDNN.
+
+    PyTorch's CPU heuristic sends batch-1 float32 inputs with N*C*F*H < 20480 (every layer of a
+    small model) to its native kernel: 72 ms against oneDNN's 2.3 ms for [1, 32, 10, 32, 32]
+    channels-last-3d with a 3x3x3 kernel. Same results and gradients (up to float rounding).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dtype == torch.float32 and x.shape[0] == 1 and self.padding_mode == "zeros":
+            if torch.backends.mkldnn.is_available():
+                w, b = self.weight, self.bias
+                return torch.mkldnn_convolution(x, w, b, self.padding, self.stride, self.dilation, self.groups)
+        return super().forward(x)
+
+
 def conv_nd(dims: int, *args, **kwargs) -> nn.Module:
     """nn.Conv1d / Conv2d / Conv3d for `dims` = 1 / 2 / 3 (same arguments as the torch class)."""
-    return {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims](*args, **kwargs)
+    return {1: nn.Conv1d, 2: nn.Conv2d, 3: Conv3d}[dims](*args, **kwargs)
 
 
 def zero_module(module: nn.Module) -> nn.Module:
