@@ -11,8 +11,10 @@ A model class has a frozen `Config` dataclass (fdm_engine.config.Config), is bui
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+from fdm_engine.errors import FdmError
 from fdm_engine.registry import Registry
 
 MODELS: Registry = Registry("model", group="fdm.models")
@@ -33,5 +35,19 @@ def model_name(model) -> str:
     raise KeyError(f"{type(model).__name__} is not registered in MODELS")
 
 
+def model_preset(model: str, preset: str):
+    """The Config of preset `preset` of registered model `model` (e.g. "vdm", "vdm-mmnist-32").
+
+    Presets live in a `PRESETS` dict (name -> Config) on the model class, or in its module.
+    """
+    cls = MODELS.get(model)
+    presets = getattr(cls, "PRESETS", None)
+    if presets is None:
+        presets = getattr(sys.modules[cls.__module__], "PRESETS", {})
+    if preset not in presets:
+        raise FdmError(f"unknown {model} preset {preset!r} (known: {', '.join(sorted(presets)) or 'none'})")
+    return presets[preset]
+
+
 # Imported last so `import fdm_engine.models` registers the built-in models (they need MODELS).
-from fdm_engine.models import fdm_unet  # noqa: E402,F401
+from fdm_engine.models import fdm_unet, ramvid_unet, vdm_unet  # noqa: F401

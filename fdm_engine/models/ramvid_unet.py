@@ -1,0 +1,208 @@
+"""RaMViD (Hoeppe et al. 2022, seed 001) denoiser: a 3D-conv UNet with joint space-time attention.
+
+Improved-DDPM blocks with every conv 3x3x3 over [B, C, F, H, W] (GroupNorm statistics span the
+clip's frames, as published). Down-sampling is spatial only unless `scale_time_dim` halves time at
+every level too; attention at the `attention_resolutions` (16 and 8) and in the middle is joint over
+all F*H*W positions of the clip.
+
+How the SPEC section 2 contract maps onto it:
+- noise_levels: RaMViD has one timestep per clip: the time embedding takes the largest level over
+  the clip's real frames, i.e. the latent frames' level (observed frames are 0 and given clean).
+- observed: an extra input plane, 1 on conditioning frames (RaMViD's masked frames).
+- frame_indices: RaMViD has no frame-index conditioning; its convs see slot neighbours. The model
+  puts frames in ascending frame-index order (and back afterwards), then requires the real frames
+  to be consecutive (i, i+1, ...): jobs with gaps are refused with FdmError, so use it with
+  schemes whose jobs are contiguous (autoregressive), as RaMViD itself is used.
+- valid: convs and GroupNorm mix frames, so masking attention would not isolate padding. Instead
+  each clip runs on its real frames only (clips are grouped by their real-frame count); padding
+  slots get zeros and cannot influence real frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from fdm_engine.config import Config
+from fdm_engine.errors import FdmError
+from fdm_engine.models import MODELS
+from fdm_engine.models.attention import SpatialAttention
+from fdm_engine.models.blocks import (
+    Downsample,
+    ResBlock,
+    TimestepEmbedding,
+    Upsample,
+    conv_nd,
+    group_norm,
+    zero_module,
+)
+from fdm_engine.models.temporal_layers import frame_order
+from fdm_engine.models.vdm_unet import (
+    build_levels,
+    check_contract_inputs,
+    check_unet_shape,
+    resolve_channel_mult,
+)
+
+# RaMViD's channel multipliers by image size (its script_util; 128 differs from FDM's).
+RAMVID_CHANNEL_MULT = {32: (1, 2, 2, 2), 64: (1, 2, 3, 4), 128: (1, 2, 3, 4), 256: (1, 1, 2, 2, 4, 4)}
+
+
+@dataclass(frozen=True)
+class RaMViDUNetConfig(Config):
+    """Constructor arguments of RaMViDUNet (names follow RaMViD's flags where they exist).
+
+    `scale_time_dim`: RaMViD's `--scale_time_dim 0` is False (space-only down-sampling, every
+    published config); True halves time at every down-sampling level as well, so F must then be
+    divisible by 2^(len(channel_mult) - 1). `num_frames` is RaMViD's `--seq_len` (training clip
+    length, the default K); the network accepts any F.
+    """
+
+    image_size: int = 64
+    channels: int = 3
+    base_channels: int = 128
+    channel_mult: tuple[int, ...] = ()
+    num_res_blocks: int = 2
+    attention_resolutions: tuple[int, ...] = (16, 8)
+    num_heads: int = 4
+    dropout: float = 0.0
+    scale_time_dim: bool = False
+    num_frames: int = 16
+
+    def __post_init__(self):
+        check_unet_shape(self, "RaMViDUNetConfig", attention_levels=set(self.attention_resolutions))
+        if not isinstance(self.scale_time_dim, bool):
+            raise FdmError(f"RaMViDUNetConfig.scale_time_dim must be true or false (got {self.scale_time_dim!r})")
+        if self.num_frames < 1:
+            raise FdmError(f"RaMViDUNetConfig.num_frames must be >= 1 (got {self.num_frames})")
+
+    @property
+    def mults(self) -> tuple[int, ...]:
+        return resolve_channel_mult(self.channel_mult, self.image_size, RAMVID_CHANNEL_MULT)
+
+    @property
+    def time_factor(self) -> int:
+        """How many times fewer frames the deepest level has (F must be a multiple)."""
+        return 2 ** (len(self.mults) - 1) if self.scale_time_dim else 1
+
+
+def _ramvid_paper(num_res_blocks: int, seq_len: int) -> RaMViDUNetConfig:
+    # Seed 001: --image_size 64 --num_channels 128 --scale_time_dim 0, attention 16,8, 4 heads.
+    return RaMViDUNetConfig(
+        image_size=64, channels=3, base_channels=128, channel_mult=(1, 2, 3, 4), num_res_blocks=num_res_blocks,
+        attention_resolutions=(16, 8), num_heads=4, scale_time_dim=False, num_frames=seq_len,
+    )
+
+
+RAMVID_PRESETS: dict[str, RaMViDUNetConfig] = {
+    "tiny": RaMViDUNetConfig(
+        image_size=32, channels=3, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+        attention_resolutions=(16, 8), num_heads=4, num_frames=10,
+    ),
+    "ramvid-bair-64": _ramvid_paper(num_res_blocks=2, seq_len=20),
+    "ramvid-kinetics600-64": _ramvid_paper(num_res_blocks=3, seq_len=16),
+    "ramvid-ucf101-64": _ramvid_paper(num_res_blocks=3, seq_len=16),
+}
+
+
+class JointAttention(SpatialAttention):
+    """FDM's spatial attention over all F*H*W positions of a clip: x [B, C, F, H, W] -> same."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.flatten(2, 3)).reshape(x.shape)  # tokens: (f h) w = F*H*W
+
+
+class RaMViDUNet(nn.Module):
+    """RaMViD denoiser: pred [B, F, C, H, W] = model(x, frame_indices, noise_levels, observed, valid)."""
+
+    Config = RaMViDUNetConfig
+    PRESETS = RAMVID_PRESETS
+
+    def __init__(self, config: RaMViDUNetConfig):
+        super().__init__()
+        self.config = config
+        self.image_size = config.image_size
+        self.channels = config.channels
+        self.max_frames = None  # any F (a multiple of config.time_factor)
+        emb_dim, heads, attn_res = 4 * config.base_channels, config.num_heads, set(config.attention_resolutions)
+        t = 2 if config.scale_time_dim else 1
+
+        self.time_embed = TimestepEmbedding(config.base_channels, emb_dim)
+        self.in_conv = conv_nd(3, config.channels + 1, config.base_channels, 3, padding=1)
+        self.down, self.middle, self.up, ch = build_levels(
+            config,
+            res_block=lambda cin, cout: ResBlock(cin, cout, emb_dim, config.dropout, dims=3),
+            mixers=lambda c, res: [JointAttention(c, heads)] if res is None or res in attn_res else [],
+            down=lambda c: Downsample(c, dims=3, stride=(t, 2, 2)),
+            up=lambda c: Upsample(c, dims=3, scale=(t, 2, 2)),
+        )
+        self.out_norm = group_norm(ch)
+        self.out_conv = zero_module(conv_nd(3, ch, config.channels, 3, padding=1))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        frame_indices: torch.Tensor,
+        noise_levels: torch.Tensor,
+        observed: torch.Tensor,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x [B, F, C, H, W]; frame_indices [B, F] int64; noise_levels [B, F] float timesteps;
+        observed [B, F] bool; valid [B, F] bool or None -> pred [B, F, C, H, W] (0 on padding)."""
+        check_contract_inputs(self, x, frame_indices, noise_levels, observed, valid)
+        B, Fr = x.shape[:2]
+        if valid is not None and bool(valid.all()):
+            valid = None
+        perm = frame_order(frame_indices.long(), valid)  # [B, F] real frames by index, padding last
+
+        def slots(t: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+            return torch.take_along_dim(t, order.view(B, Fr, *(1,) * (t.dim() - 2)), dim=1)
+
+        xs, idx, levels, obs = (slots(t, perm) for t in (x, frame_indices.long(), noise_levels, observed))
+        if valid is None:
+            out = self.clip_forward(xs, idx, levels, obs)
+        else:
+            n_real = valid.sum(dim=1)  # [B]
+            out = torch.zeros_like(x)
+            for n in sorted(set(n_real.tolist()) - {0}):
+                rows = (n_real == n).nonzero().squeeze(1)
+                piece = self.clip_forward(xs[rows, :n], idx[rows, :n], levels[rows, :n], obs[rows, :n])
+                out = out.index_copy(0, rows, F.pad(piece, (0, 0, 0, 0, 0, 0, 0, Fr - n)))
+        return slots(out, torch.argsort(perm, dim=1))  # back to the caller's slot order
+
+    def clip_forward(self, x, frame_indices, noise_levels, observed) -> torch.Tensor:
+        """The network on whole clips of consecutive frames, slots in frame order.
+        x [b, n, C, H, W]; frame_indices, noise_levels, observed [b, n] -> [b, n, C, H, W]."""
+        b, n, _, H, W = x.shape
+        if n > 1 and not bool((frame_indices[:, 1:] - frame_indices[:, :-1] == 1).all()):
+            bad = frame_indices[(frame_indices[:, 1:] - frame_indices[:, :-1] != 1).any(dim=1)][0].tolist()
+            raise FdmError(
+                f"RaMViD needs consecutive frame indices (it sees slot positions only; got {bad}); "
+                f"use a scheme whose jobs are contiguous, e.g. autoreg"
+            )
+        if n % self.config.time_factor:
+            raise FdmError(
+                f"RaMViD with scale_time_dim needs a frame count divisible by {self.config.time_factor} "
+                f"(got {n} real frames)"
+            )
+        emb = self.time_embed(noise_levels.amax(dim=1))  # [b, E] one timestep per clip: the latent level
+        indicator = observed.to(x.dtype)[:, :, None, None, None].expand(b, n, 1, H, W)  # [b, n, 1, H, W]
+        h = rearrange(torch.cat([x, indicator], dim=2), "b f c h w -> b c f h w")  # [b, C+1, n, H, W]
+
+        h = self.in_conv(h)  # [b, base, n, H, W]
+        skips = [h]
+        for stage in self.down:
+            h = stage(h, emb)
+            skips.append(h)
+        h = self.middle(h, emb)
+        for stage in self.up:
+            h = stage(torch.cat([h, skips.pop()], dim=1), emb)
+        h = self.out_conv(F.silu(self.out_norm(h)))  # [b, C, n, H, W]
+        return rearrange(h, "b c f h w -> b f c h w")
+
+
+MODELS.register("ramvid", RaMViDUNet)
