@@ -114,7 +114,8 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
 
     loaded = load_denoiser(cfg.model, device=device)
     model_k = getattr(loaded.model, "max_frames", None)
-    k = cfg.max_frames or model_k or 20
+    # A fixed-K model's K, else the clip length it was trained on, else FDM's published 20.
+    k = cfg.max_frames or model_k or getattr(loaded.model.config, "num_frames", None) or 20
     if model_k is not None and k > model_k:
         raise FdmError(f"--max-frames {k} exceeds the model's {model_k} frames")
     cond = load_conditioning(cfg, loaded, video_ids)
