@@ -20,6 +20,15 @@ SMALL = FDMUNetConfig(
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The models here are tiny: one thread is as fast and immune to a busy machine's preemption."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_model(dtype=torch.float32, perturb: bool = True, seed: int = 0) -> FDMUNet:
     """The SMALL model; `perturb` adds noise to every parameter so zero-initialised layers are live."""
     torch.manual_seed(seed)
