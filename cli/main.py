@@ -16,6 +16,7 @@ COMMANDS = {
     "schemes": "cli.schemes:schemes",
     "convert": "cli.convert:convert",
     "data": "cli.data:data",
+    "train": "cli.train:train",
     "eval": "cli.eval:eval_",
 }
 
