@@ -71,3 +71,14 @@ class ReconstructionGuidance(nn.Module):
             g = torch.Generator().manual_seed(hash(tuple(key)) % 2**63)
             rows.append(torch.randn(x.shape[1:], generator=g, dtype=torch.float32))
         return torch.stack(rows).to(device=x.device, dtype=x.dtype)
+
+
+def for_checkpoint(loaded, schedule: NoiseSchedule | None = None) -> nn.Module:
+    """The denoiser to sample a loaded checkpoint with: its model, wrapped in reconstruction
+    guidance when its trainer recorded `extra["guidance"] = {"method": "reconstruction",
+    "weight": w}` (models trained unconditionally: vdm, ssm)."""
+    spec = (loaded.extra or {}).get("guidance")
+    if not spec or spec.get("method") != "reconstruction":
+        return loaded.model
+    return ReconstructionGuidance(loaded.model, schedule or NoiseSchedule(loaded.diffusion),
+                                  float(spec.get("weight", 2.0)))

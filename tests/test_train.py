@@ -364,3 +364,17 @@ def test_masks_reach_the_loss_only_on_latent_frames():
     sch = NoiseSchedule(DiffusionConfig())
     loss = diffusion_loss(model, sch, batch.x0, batch.frame_indices, batch.observed, batch.valid, noise=noise)
     assert loss.item() == 0.0
+
+
+@pytest.mark.parametrize("model", ["vdm", "ramvid", "ssm"])
+def test_periodic_sampling_of_every_model(model, balls, tmp_path):
+    """Each trainer's model samples during training with its default scheme and given frames
+    (vdm and ssm through reconstruction guidance, recorded in the checkpoint for samplers)."""
+    from fdm_engine.guidance import ReconstructionGuidance, for_checkpoint
+
+    run_dir = tmp_path / model
+    result = train(small_cfg(balls, run_dir, model=model, steps=1, sample_every=1, sample_steps=2,
+                             sample_length=9, sample_n_obs=3), progress=False)
+    assert (run_dir / "samples" / "step_0000001" / "video_0000.mp4").stat().st_size > 0
+    wrapped = for_checkpoint(load_checkpoint(result.checkpoint))
+    assert isinstance(wrapped, ReconstructionGuidance) == (model != "ramvid")

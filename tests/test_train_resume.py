@@ -2,6 +2,7 @@
 
 - SIGKILL mid-run, then the same command again: the loss trajectory (every step) and the final
   weights equal those of an uninterrupted run, bit for bit (CPU, same seed).
+- SIGTERM (or Ctrl-C): the current step is checkpointed before exiting, and resuming is exact.
 - SIGKILL while a checkpoint is being written (the weights file or its training-state companion):
   the previous checkpoint stays the newest complete one, loads, and the run resumes from it.
 - `torchrun --nproc_per_node 2` (gloo, CPU): both ranks end with identical parameters, equal to
@@ -101,6 +102,25 @@ def test_sigkill_and_resume_continue_the_exact_loss_trajectory(data, reference, 
     ref_losses, ref_weights = reference
     assert losses(run_dir) == ref_losses, "resumed trajectory differs from the uninterrupted one"
     assert_same_state(weights(run_dir / "checkpoints" / f"step_{STEPS:07d}.safetensors"), ref_weights)
+
+
+def test_sigterm_checkpoints_the_current_step_then_resumes_exactly(data, reference, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", *train_args(data, run_dir)], env=ENV, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: any(s >= 4 for s, _ in list_checkpoints(run_dir)), proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 130, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stopped_at = max(s for s, _ in losses(run_dir))
+    assert stopped_at < STEPS
+    assert max(s for s, _ in list_checkpoints(run_dir)) == stopped_at, "the stop step is checkpointed"
+    resumed = fdm(train_args(data, run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    assert losses(run_dir) == reference[0]
 
 
 DYING_WRITER = """

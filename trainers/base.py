@@ -78,6 +78,10 @@ class Trainer:
         """The denoiser that periodic sampling runs (conditional under the SPEC §2 contract)."""
         return model
 
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """What checkpoints record for samplers beyond the model (e.g. how to condition it)."""
+        return {}
+
 
 def selection_batch(clips: torch.Tensor, selections, frames: int, padding_from=None) -> Batch:
     """Assemble a Batch from per-example FrameSelections.

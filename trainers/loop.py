@@ -16,6 +16,8 @@ import contextlib
 import dataclasses
 import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -199,7 +201,8 @@ def save(run: TrainRun) -> None:
     """Checkpoint the current step (rank 0 writes; every rank contributes its RNG state)."""
     rngs = gather_objects(ckpt.rng_state(), run.env)
     if run.env.is_main:
-        extra = {"dataset": run.cfg.dataset, "train_config": run.cfg.to_dict(), "elapsed_s": run.elapsed}
+        extra = {"dataset": run.cfg.dataset, "train_config": run.cfg.to_dict(), "elapsed_s": run.elapsed,
+                 **run.trainer.checkpoint_extra()}
         if run.cfg.data_dir is not None:
             extra["data_dir"] = str(Path(run.cfg.data_dir).resolve())
         run.last_checkpoint = ckpt.save_training_checkpoint(
@@ -274,25 +277,54 @@ def run_loop(run: TrainRun, progress: bool) -> None:
                disable=not (progress and run.env.is_main))
     window: list[StepStats] = []
     tick = time.perf_counter()
-    try:
+    with StopRequest(enabled=not run.env.distributed) as stop, contextlib.closing(bar):
         while run.step < cfg.steps:
             stats = train_step(run)
             run.step += 1
             window.append(stats)
             bar.set_postfix(loss=f"{stats.loss:.4f}", refresh=False)
             bar.update(1)
-            if run.step % cfg.log_every == 0 or run.step == cfg.steps:
+            if run.step % cfg.log_every == 0 or run.step == cfg.steps or stop.signal:
                 now = time.perf_counter()
                 run.elapsed += now - tick
                 log_metrics(run, window, now - tick)
                 window, tick = [], now
-            if run.step % cfg.save_every == 0 or run.step == cfg.steps:
+            if run.step % cfg.save_every == 0 or run.step == cfg.steps or stop.signal:
                 save(run)
+            if stop.signal:
+                run.log(f"stopped by {stop.signal.name} at step {run.step}; saved {run.last_checkpoint}; "
+                        f"run the same command to resume")
+                raise KeyboardInterrupt
             if cfg.sample_every and run.step % cfg.sample_every == 0:
                 evaluate(run)
                 tick = time.perf_counter()  # sampling time is not training time
-    finally:
-        bar.close()
+
+
+class StopRequest:
+    """SIGINT / SIGTERM ask the loop to checkpoint at the next step boundary and stop; a second
+    signal acts as usual. Single process in the main thread only (DDP ranks would see the signal
+    at different steps; there a killed run resumes from its last periodic checkpoint)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signal: signal.Signals | None = None
+        self._old: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signal.Signals(signum)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def __enter__(self) -> StopRequest:
+        if self.enabled:
+            self._old = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def log_metrics(run: TrainRun, window: list[StepStats], seconds: float) -> None:

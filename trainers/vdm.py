@@ -32,6 +32,10 @@ class VDMTrainer(Trainer):
     def sampling_model(self, model, schedule):
         return ReconstructionGuidance(model, schedule, self.cfg.guidance_weight, seed=self.cfg.seed)
 
+    def checkpoint_extra(self) -> dict:
+        # Read by fdm_engine.guidance.for_checkpoint, so samplers condition the model the same way.
+        return {"guidance": {"method": "reconstruction", "weight": self.cfg.guidance_weight}}
+
 
 register_preset(Preset("tiny", "vdm", "CPU-sized VDM: 32 px, 32 channels, 10-frame clips", dict(TINY_TRAIN)))
 register_preset(Preset(
