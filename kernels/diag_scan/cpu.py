@@ -4,7 +4,7 @@ Why this shape. On a CPU the scan is memory-bound and every PyTorch op costs mic
 dispatch, so the fastest path touches each element about once, with ops wide enough to hide the
 dispatch and a working set small enough to stay in cache. With M = B*D rows of length L:
 
-1. Split time into `nc` chunks of length T, viewing h (a copy of x) as [M, nc, T] — a view, no
+1. Split time into `nc` chunks of length T, viewing h (a copy of x) as [B, D, nc, T] — a view, no
    transpose. `nc` is chosen so that one time step of all chunks, the strided slice [M, nc],
    holds about `_WIDTH` elements (nc = 1, a plain sequential scan, when M alone is that wide),
    and at most sqrt(L), so a narrow input costs about 2 sqrt(L) steps in all.
@@ -13,6 +13,8 @@ dispatch and a working set small enough to stay in cache. With M = B*D rows of l
 3. P = cumprod(a) within each chunk (one C++ op); the chunk-end states then obey a scan of
    length nc with coefficients P[..., -1], solved by the same function recursively.
 4. Fix-up: h[:, c, :] += P[:, c, :] * carry[:, c-1].
+Reverse scans run the same steps backwards (no flipped copies), and an `a` broadcast over batch
+or time (S4D's a_n) stays a stride-0 view throughout.
 
 Products are only multiplied, never divided: |a| < 1 makes P underflow towards 0, which is also
 the true size of the carried state's contribution, so no inf/nan appears (the log-space and
@@ -40,40 +42,56 @@ from kernels.diag_scan.args import check_scan_args
 _WIDTH = 16384
 
 
-def _scan_2d(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Forward scan of a, x [M, L] (same dtype; a may be a strided view) -> new h [M, L], no autograd."""
-    M, L = x.shape
-    h = x.clone()
+def _pad_time(a: torch.Tensor, n: int) -> torch.Tensor:
+    # Padded steps never matter (module doc), so a time-invariant a stays a stride-0 view.
+    if a.stride(-1) == 0:
+        return a[..., :1].expand(*a.shape[:-1], a.shape[-1] + n)
+    return torch.cat([a, a.new_zeros(*a.shape[:-1], n)], dim=-1)
+
+
+def _scan(a: torch.Tensor, x: torch.Tensor, reverse: bool) -> torch.Tensor:
+    """Scan x [B, D, L] with a broadcastable to it ([1 or B, D, L], stride 0 allowed) -> new h [B, D, L].
+
+    No autograd. Padding to whole chunks goes after the end: forwards it comes after every real
+    step; backwards it comes first but carries a zero state (x = 0 there), so it never matters.
+    """
+    B, D, L = x.shape
+    h = x.clone(memory_format=torch.contiguous_format)
     if L <= 1:
         return h
-    nc = min(math.isqrt(L), max(1, -(-_WIDTH // max(M, 1))))
+    if a.shape[0] > 1 and a.stride(0) == 0:
+        a = a[:1]  # broadcast over the batch: keep it a broadcast in every op below
+    nc = min(math.isqrt(L), max(1, -(-_WIDTH // max(B * D, 1))))
     T = -(-L // nc)
     nc = -(-L // T)
     pad = nc * T - L
-    if pad:  # padded steps sit after the last real one, so they never influence it
-        a = torch.cat([a, a.new_zeros(M, pad)], dim=1)
-        h = torch.cat([h, h.new_zeros(M, pad)], dim=1)
-    H = h.view(M, nc, T)
-    A = a.reshape(M, nc, T)
-    rows = max(1, _WIDTH // nc)
-    for r in range(0, M, rows):
-        Hb, Ab = H[r : r + rows], A[r : r + rows]
-        for t in range(1, T):
-            Hb[:, :, t].addcmul_(Ab[:, :, t], Hb[:, :, t - 1])
+    if pad:
+        a = _pad_time(a, pad)
+        h = torch.cat([h, h.new_zeros(B, D, pad)], dim=-1)
+    H = h.view(B, D, nc, T)
+    A = a.reshape(a.shape[0], D, nc, T)
+    rows = max(1, _WIDTH // (D * nc))  # batch rows per block: keeps the strided step slices in cache
+    steps = [(t, t + 1) for t in range(T - 2, -1, -1)] if reverse else [(t, t - 1) for t in range(1, T)]
+    for r in range(0, B, rows):
+        Hb = H[r : r + rows]
+        Ab = A[r : r + rows] if A.shape[0] > 1 else A
+        for t, prev in steps:
+            Hb[..., t].addcmul_(Ab[..., t], Hb[..., prev])
     if nc > 1:
-        P = A.cumprod(dim=-1)  # [M, nc, T] in-chunk products a_first ... a_t
-        carry = _scan_2d(P[:, :, -1], H[:, :, -1])  # [M, nc] true state at the end of each chunk
-        H[:, 1:, :].addcmul_(P[:, 1:, :], carry[:, :-1, None])
-    return h[:, :L]
+        if not reverse:
+            P = A.cumprod(dim=-1)  # in-chunk products a_first .. a_t
+            carry = _scan(P[..., -1], H[..., -1], False)  # [B, D, nc] true state at each chunk's end
+            H[:, :, 1:].addcmul_(P[:, :, 1:], carry[:, :, :-1, None])
+        else:
+            P = A.flip(-1).cumprod(dim=-1).flip(-1)  # products a_t .. a_last
+            carry = _scan(P[..., 0], H[..., 0], True)  # true state at each chunk's start
+            H[:, :, :-1].addcmul_(P[:, :, :-1], carry[:, :, 1:, None])
+    return h[..., :L].contiguous() if pad else h
 
 
 def scan_forward(a: torch.Tensor, x: torch.Tensor, reverse: bool) -> torch.Tensor:
     """a, x complex [B, D, L] (same dtype; a may be an expanded view) -> h [B, D, L], no autograd."""
-    B, D, L = x.shape
-    if reverse:
-        a, x = a.flip(-1), x.flip(-1)
-    h = _scan_2d(a.reshape(B * D, L), x.reshape(B * D, L)).reshape(B, D, L)
-    return h.flip(-1) if reverse else h
+    return _scan(a, x, reverse)
 
 
 def scan_backward(a: torch.Tensor, h: torch.Tensor, dh: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,17 +99,24 @@ def scan_backward(a: torch.Tensor, h: torch.Tensor, dh: torch.Tensor, reverse: b
 
     With PyTorch's convention for complex gradients (grad = dL/d conj(z)), h_t = a_t h_{t-1} + x_t
     gives g_t := dx_t = dh_t + conj(a_{t+1}) g_{t+1} (a reverse scan) and da_t = g_t conj(h_{t-1}).
-    For the reversed scan swap t+1 and t-1.
+    For the reversed scan swap t+1 and t-1. The coefficient at the last step of the backward scan
+    multiplies a zero state, so a time-invariant a (stride 0 in time) needs no shifting at all.
     """
-    zero = a.new_zeros(a.shape[:-1] + (1,))
-    if not reverse:
-        coef = torch.cat([a[..., 1:], zero], dim=-1).conj()  # conj(a_{t+1}), nothing after the end
-        h_prev = torch.cat([zero, h[..., :-1]], dim=-1)  # h_{t-1}, h_{-1} = 0
+    if a.stride(-1) == 0:
+        coef = a
+    elif not reverse:
+        coef = torch.cat([a[..., 1:], a[..., -1:]], dim=-1)  # a_{t+1}
     else:
-        coef = torch.cat([zero, a[..., :-1]], dim=-1).conj()
-        h_prev = torch.cat([h[..., 1:], zero], dim=-1)
-    g = scan_forward(coef, dh, reverse=not reverse)
-    return g * h_prev.conj(), g
+        coef = torch.cat([a[..., :1], a[..., :-1]], dim=-1)  # a_{t-1}
+    g = _scan(coef.conj(), dh, not reverse)
+    da = torch.empty_like(g)
+    if not reverse:
+        da[..., 0] = 0
+        torch.mul(g[..., 1:], h[..., :-1].conj(), out=da[..., 1:])
+    else:
+        da[..., -1] = 0
+        torch.mul(g[..., :-1], h[..., 1:].conj(), out=da[..., :-1])
+    return da, g
 
 
 class _DiagScanCPU(torch.autograd.Function):
