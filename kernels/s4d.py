@@ -20,9 +20,12 @@ convolution kernel K_l = 2 Re sum_n C~_n a_n^l, so two exact forms of one layer:
       chunk states     S_c = sum_s a^(T-1-s) u_{c,s}           [B, H, N/2] per chunk (a matmul)
       across chunks    H_c = a^T H_{c-1} + S_c                   `kernels.diag_scan`, nc = L/T steps
       carried in       y_{c,t} += 2 Re sum_n C~_n a_n^(t+1) H_{c-1,n}   (a matmul)
-  Nothing of size H x N/2 x L is built: the powers a^l are needed only for l <= T, the states only
-  at chunk boundaries (B x H x N/2 x L/T). Memory and time are linear in L. With L <= T there is a
-  single chunk and no scan at all.
+  Nothing of size H x N/2 x L is built: the powers a^l are needed only for l < T (as the outer
+  product of two sqrt(T) tables, and the in-chunk kernel as one small matmul per channel without
+  even the H x N/2 x T table), the states only at chunk boundaries (B x H x N/2 x L/T). Autograd
+  keeps only u: backward recomputes the chunk states block of rows by block of rows (as Mamba's
+  scan recomputes its states), so the extra memory is one block's states plus the tables, and
+  memory is linear in L with a small constant. With L <= T there is a single chunk and no scan.
 
 Layout: u, y are [B, H, L] (channels first, the FFT axis last).
 """
@@ -96,45 +99,131 @@ def s4d_conv(u: torch.Tensor, dtA: torch.Tensor, Ct: torch.Tensor, D: torch.Tens
     return causal_fft_conv(u, K) + D[:, None] * u
 
 
-def auto_chunk(n_modes: int, L: int) -> int:
-    """Default chunk length: the chunk-state tensor (N2 per chunk) then costs no more than the input
-    (1 per step) while the powers a^l stay short; at least 64 steps so the FFTs are not tiny."""
-    return max(64, n_modes) if L > max(64, n_modes) else L
+def mode_powers(dtA: torch.Tensor, L: int) -> torch.Tensor:
+    """a_n^l = exp(dtA_n l) for l < L, [H, N2, L] complex, as an outer product of two short tables
+    (a^(T1 i) times a^j, l = T1 i + j, T1 ~ sqrt(L)): 2 sqrt(L) exponentials per mode instead of L."""
+    T1 = max(1, math.isqrt(L - 1) + 1) if L > 1 else 1
+    nb = -(-L // T1)
+    steps = torch.arange(max(T1, nb), device=dtA.device, dtype=dtA.real.dtype)
+    small = torch.exp(dtA[:, :, None] * steps[:T1])  # [H, N2, T1]  a^j
+    big = torch.exp(dtA[:, :, None] * (T1 * steps[:nb]))  # [H, N2, nb]  a^(T1 i)
+    return (big[:, :, :, None] * small[:, :, None, :]).flatten(2)[:, :, :L]  # [H, N2, L]
+
+
+def factored_kernel(dtA: torch.Tensor, Ct: torch.Tensor, L: int) -> torch.Tensor:
+    """The Vandermonde kernel K [H, L] of `s4d_kernel` without building [H, N2, L]: with
+    l = T1 i + j, K[T1 i + j] = 2 Re sum_n (C~_n a_n^(T1 i)) a_n^j, one [nb, N2] x [N2, T1] matmul
+    per channel (real arithmetic: Re(x y) = [Re x, -Im x] . [Re y, Im y])."""
+    H = dtA.shape[0]
+    T1 = max(1, math.isqrt(L - 1) + 1) if L > 1 else 1
+    nb = -(-L // T1)
+    steps = torch.arange(max(T1, nb), device=dtA.device, dtype=dtA.real.dtype)
+    small = torch.exp(dtA[:, :, None] * steps[:T1])  # [H, N2, T1]
+    left = Ct[:, :, None] * torch.exp(dtA[:, :, None] * (T1 * steps[:nb]))  # [H, N2, nb]
+    lhs = torch.cat([left.real, -left.imag], dim=1).transpose(1, 2)  # [H, nb, 2*N2]
+    rhs = torch.cat([small.real, small.imag], dim=1)  # [H, 2*N2, T1]
+    return 2 * torch.bmm(lhs, rhs).reshape(H, nb * T1)[:, :L]  # [H, L]
+
+
+DEFAULT_CHUNK = 64
+
+
+def auto_chunk(L: int) -> int:
+    """Default chunk length: 64 steps (the per-chunk tables are H x N/2 x T and row blocks keep the
+    chunk states small; the state work, 4 B H N/2 L multiply-adds, does not depend on T), fewer
+    when the sequence is shorter. chunk >= L means one chunk: an FFT convolution, no scan."""
+    return min(DEFAULT_CHUNK, L)
+
+
+def scan_tables(dtA: torch.Tensor, Ct: torch.Tensor, T: int, with_states: bool):
+    """Per-chunk tables, all batch-independent: K [H, T] (the in-chunk kernel) and, for the
+    cross-chunk part, W [H, T, 2*N2] with (Re, Im) of a_n^(T-1-s) interleaved along the last axis,
+    V [H, 2*N2, T] with rows (2 Re, -2 Im) of C~_n a_n^(t+1) interleaved, and aT [H*N2] = a^T."""
+    K = factored_kernel(dtA, Ct, T)
+    if not with_states:
+        return K, None, None, None
+    H, N2 = dtA.shape
+    P = mode_powers(dtA, T)  # [H, N2, T]  a^0 .. a^(T-1)
+    W = torch.view_as_real(P.flip(-1).transpose(1, 2).contiguous()).reshape(H, T, 2 * N2)
+    V = (Ct * torch.exp(dtA))[:, :, None] * P  # [H, N2, T]
+    V = torch.stack([2 * V.real, -2 * V.imag], dim=2).reshape(H, 2 * N2, T)
+    return K, W, V, torch.exp(dtA * T).reshape(-1)
+
+
+def scan_apply(uc: torch.Tensor, D: torch.Tensor, tables, impl: str | None) -> torch.Tensor:
+    """The chunked scan on uc [b, H, nc, T] with precomputed `scan_tables` -> y [b, H, nc, T]."""
+    K, W, V, aT = tables
+    b, H, nc, T = uc.shape
+    y = causal_fft_conv(uc, K[:, None, :]) + D[:, None, None] * uc  # in-chunk part
+    if nc > 1:
+        N2 = W.shape[-1] // 2
+        S = torch.einsum("bhct,htk->bhck", uc, W)  # [b, H, nc, 2*N2] chunk-end states, (re, im) pairs
+        S = torch.view_as_complex(S.view(b, H, nc, N2, 2)).permute(0, 1, 3, 2).reshape(b, H * N2, nc)
+        Hs = diag_scan(aT[None, :, None], S, impl=impl).view(b, H, N2, nc)  # a^T broadcast, never copied
+        Hin = torch.view_as_real(Hs[..., :-1].transpose(2, 3))  # [b, H, nc-1, N2, 2] states entering chunks 1..
+        carried = torch.einsum("bhck,hkt->bhct", Hin.reshape(b, H, nc - 1, 2 * N2), V)  # 2 Re sum_n C~ a^(t+1) H
+        y = torch.cat([y[:, :, :1], y[:, :, 1:] + carried], dim=2)
+    return y
+
+
+def _row_block(B: int, H: int, N2: int, nc: int, T: int) -> int:
+    # Rows per block so one block's chunk states and FFT buffers hold about 2^21 numbers (16 MiB).
+    per_row = H * (N2 * (nc - 1) + nc * (T + 1) * 2)
+    return max(1, min(B, (1 << 21) // per_row))
+
+
+class _S4DScan(torch.autograd.Function):
+    """Saves only u and the parameters; backward recomputes each row block (the rows are
+    independent sequences) and backpropagates it before the next, so what the scan form costs
+    beyond its input and output is one block's chunk states and the batch-independent tables."""
+
+    @staticmethod
+    def forward(ctx, uc, dtA, Ct, D, impl):
+        B, H, nc, T = uc.shape
+        rows = _row_block(B, H, dtA.shape[1], nc, T)
+        with torch.no_grad():
+            tables = scan_tables(dtA, Ct, T, nc > 1)
+            y = torch.cat([scan_apply(uc[r : r + rows], D, tables, impl) for r in range(0, B, rows)])
+        ctx.save_for_backward(uc, dtA, Ct, D)
+        ctx.impl = impl
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        uc, dtA, Ct, D = ctx.saved_tensors
+        B, H, nc, T = uc.shape
+        rows = _row_block(B, H, dtA.shape[1], nc, T)
+        with torch.enable_grad():
+            dtA_, Ct_, D_ = (t.detach().requires_grad_() for t in (dtA, Ct, D))
+            tables = scan_tables(dtA_, Ct_, T, nc > 1)  # graph kept until the tables' gradients are in
+            live = [t for t in tables if t is not None] + [D_]
+            leaves = [t.detach().requires_grad_() for t in live]  # the row blocks' graphs stop here
+            leaf_tables = leaves[:-1] + [None] * (len(tables) - len(live) + 1)
+            grads = [torch.zeros_like(t) for t in leaves]
+            du = torch.empty_like(uc)
+            for r in range(0, B, rows):  # one row block's graph at a time
+                ub = uc[r : r + rows].detach().requires_grad_()
+                yb = scan_apply(ub, leaves[-1], leaf_tables, ctx.impl)
+                g = torch.autograd.grad(yb, [ub] + leaves, dy[r : r + rows])
+                du[r : r + rows] = g[0]
+                for acc, gi in zip(grads, g[1:]):
+                    acc += gi
+            torch.autograd.backward(live, grads)
+        return du, dtA_.grad, Ct_.grad, D_.grad, None
 
 
 def s4d_scan(
     u: torch.Tensor, dtA: torch.Tensor, Ct: torch.Tensor, D: torch.Tensor, chunk: int = 0, impl: str | None = None
 ) -> torch.Tensor:
     """Chunked scan form (module doc); same signature and result as `s4d_conv` plus `chunk`
-    (0 = `auto_chunk`) and `impl` (the diag_scan implementation; None = dispatch)."""
+    (0 = `auto_chunk`) and `impl` (the diag_scan implementation; None = dispatch).
+    Differentiable once (no double backward)."""
     B, H, L = u.shape
-    N2 = dtA.shape[-1]
-    T = min(chunk or auto_chunk(N2, L), L)
+    T = min(chunk or auto_chunk(L), L)
     nc = -(-L // T)
-    Lp = nc * T
-    uc = nn.functional.pad(u, (0, Lp - L)).view(B, H, nc, T)  # padding after the end: causal, harmless
-
-    steps = torch.arange(T + 1, device=u.device, dtype=u.dtype)
-    powers = torch.exp(dtA[:, :, None] * steps)  # [H, N2, T+1]  a^0 .. a^T
-    K = 2 * torch.einsum("hn,hnl->hl", Ct, powers[:, :, :T]).real  # [H, T]  kernel inside a chunk
-    y = causal_fft_conv(uc, K[:, None, :])  # [B, H, nc, T]; the kernel's FFT broadcasts over chunks
-    y = y + D[:, None, None] * uc  # [B, H, nc, T]
-    if nc > 1:
-        # Chunk-end states S_c,n = sum_s a_n^(T-1-s) u_c,s : real matmul against [re | im] columns.
-        W = torch.view_as_real(powers[:, :, :T].flip(-1).transpose(1, 2).contiguous())  # [H, T, N2, 2]
-        S = torch.einsum("bhct,htk->bhck", uc, W.reshape(H, T, 2 * N2))  # [B, H, nc, 2*N2]
-        S = torch.view_as_complex(S.view(B, H, nc, N2, 2))  # [B, H, nc, N2]
-        S = S.permute(0, 1, 3, 2).reshape(B, H * N2, nc)  # [B, H*N2, nc]
-        aT = powers[:, :, T].reshape(1, H * N2, 1)  # a^T, time-invariant: broadcast, not copied
-        Hs = diag_scan(aT, S, impl=impl)  # [B, H*N2, nc] state after each chunk
-        Hin = Hs[:, :, :-1].reshape(B, H, N2, nc - 1).permute(0, 1, 3, 2)  # [B, H, nc-1, N2] entering chunks 1..
-        # y_c,t += 2 Re sum_n C~_n a_n^(t+1) Hin_n  =  [Re Hin | Im Hin] @ [2 Re V ; -2 Im V]
-        V = Ct[:, :, None] * powers[:, :, 1:]  # [H, N2, T]
-        Vri = torch.cat([2 * V.real, -2 * V.imag], dim=1)  # [H, 2*N2, T]
-        Hri = torch.cat([Hin.real, Hin.imag], dim=-1)  # [B, H, nc-1, 2*N2]
-        carried = torch.einsum("bhck,hkt->bhct", Hri, Vri)  # [B, H, nc-1, T]
-        y = torch.cat([y[:, :, :1], y[:, :, 1:] + carried], dim=2)
-    return y.reshape(B, H, Lp)[:, :, :L]
+    uc = nn.functional.pad(u, (0, nc * T - L)).view(B, H, nc, T)  # padding after the end: causal, harmless
+    y = _S4DScan.apply(uc, dtA, Ct, D, impl)  # [B, H, nc, T]
+    return y.reshape(B, H, nc * T)[:, :, :L]
 
 
 class S4D(nn.Module):
