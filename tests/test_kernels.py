@@ -17,10 +17,11 @@ from kernels.bi_ssm import BiS4D, BiS4DConfig
 from kernels.diag_scan import IMPLEMENTATIONS as SCAN_IMPLS
 from kernels.diag_scan import diag_scan, diag_scan_cpu, diag_scan_ref
 from kernels.dispatch import resolve_impl
-from kernels.s4d import S4D, S4DConfig, s4d_conv, s4d_kernel, s4d_scan
+from kernels.s4d import S4D, S4DConfig, factored_kernel, mode_powers, s4d_conv, s4d_kernel, s4d_scan
 from kernels.temporal_attention import temporal_attention, temporal_attention_cpu, temporal_attention_ref
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
 
 # ---- shared helpers (test_kernels_triton.py imports these) ------------------------------------
 
@@ -213,7 +214,16 @@ def test_s4d_kernel_matches_recurrence():
         assert_close(f"K[{t}]", 2 * (Ct * h).sum(-1).real, K[:, t], 1e-12)
 
 
-@pytest.mark.parametrize("L,chunk", [(1, 0), (7, 3), (33, 8), (63, 16), (64, 16), (100, 0), (300, 0), (65, 64)])
+@pytest.mark.parametrize("L", [1, 2, 7, 64, 100])
+def test_factored_powers_and_kernel_match_vandermonde(L):
+    m = make_s4d()
+    dtA, Ct = m.discrete()
+    powers = torch.exp(dtA[:, :, None] * torch.arange(L, dtype=torch.float64))
+    assert_close("powers", powers, mode_powers(dtA, L), 1e-12)
+    assert_close("kernel", s4d_kernel(dtA, Ct, L), factored_kernel(dtA, Ct, L), 1e-12)
+
+
+@pytest.mark.parametrize("L,chunk", [(1, 0), (9, 1), (7, 3), (33, 8), (63, 16), (64, 16), (100, 0), (300, 0), (65, 64)])
 def test_s4d_scan_form_equals_conv_form(L, chunk):
     m = make_s4d()
     u = torch.randn(3, 6, L, dtype=torch.float64, requires_grad=True)
@@ -340,3 +350,19 @@ def test_triton_kernels_under_interpreter():
     print(f"interpreter suite: {summary}")
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in summary, summary
+
+
+# ---- the benchmark script runs and prints the documented JSON ----------------------------------
+
+
+def test_bench_temporal_layers_smoke():
+    cmd = [sys.executable, "benchmarks/bench_temporal_layers.py", "--frames", "8", "--json", "--repeats", "1",
+           "--layers", "attention-materialised,bi-s4d-scan", "--threads", "1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    result = json.loads(proc.stdout)
+    assert [(r["layer"], r["frames"]) for r in result["runs"]] == [("attention-materialised", 8), ("bi-s4d-scan", 8)]
+    for r in result["runs"]:
+        assert r["seconds"] > 0 and r["peak_bytes"] >= 0
