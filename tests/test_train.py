@@ -246,6 +246,8 @@ def test_resuming_with_other_settings_is_refused(balls, tmp_path):
         train(small_cfg(balls, run_dir, steps=3, lr=0.5), progress=False)
     result = train(small_cfg(balls, run_dir, steps=3), progress=False)  # more steps: allowed
     assert result.step == 3
+    result = train(TrainConfig(run_dir=str(run_dir), steps=4), progress=False)  # the folder alone
+    assert result.step == 4 and result.config.model_config["image_size"] == 8
 
 
 # ---------------------------------------------------------------------------------------------

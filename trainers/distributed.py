@@ -75,7 +75,7 @@ def wrap_model(model: torch.nn.Module, env: DistEnv, device: torch.device) -> to
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    return DistributedDataParallel(model, device_ids=ids)
 
 
 def mean_over_ranks(value: torch.Tensor, env: DistEnv) -> torch.Tensor:

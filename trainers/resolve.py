@@ -52,10 +52,10 @@ def resolve_for_run_dir(cfg: TrainConfig) -> tuple[TrainConfig, bool]:
 
     Settings given explicitly that differ from the saved run's raise FdmError naming them.
     """
-    first = resolve(cfg)
-    saved_file = Path(first.run_dir) / CONFIG_FILE
+    run_dir = cfg.run_dir or resolve(cfg).run_dir  # `--run-dir DIR` alone resumes DIR's run
+    saved_file = Path(run_dir) / CONFIG_FILE
     if not saved_file.is_file():
-        return first, False
+        return resolve(cfg), False
     try:
         saved = TrainConfig.from_json(saved_file.read_text())
     except (ValueError, TypeError, FdmError) as e:
@@ -67,7 +67,7 @@ def resolve_for_run_dir(cfg: TrainConfig) -> tuple[TrainConfig, bool]:
         changed.append("model_config")
     if changed:
         detail = ", ".join(f"{k}: {getattr(saved, k)!r} -> {given[k]!r}" for k in changed)
-        raise FdmError(f"{first.run_dir} holds a run with other settings ({detail}); resume it without "
+        raise FdmError(f"{run_dir} holds a run with other settings ({detail}); resume it without "
                        f"them or choose another --run-dir")
     free = {k: v for k, v in given.items() if k in RESUME_FREE}
     return resolve(merge(saved, TrainConfig.from_dict(free))), True
