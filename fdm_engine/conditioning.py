@@ -37,7 +37,24 @@ def load_conditioning(cfg, loaded, video_ids: list[int]) -> Conditioning:
     if not spec:
         raise FdmError(f"--n-obs {cfg.n_obs} needs conditioning frames: pass --obs VIDEO_OR_DATASET "
                        f"({loaded.path} records no dataset)")
-    return _from_dataset(cfg, spec, shape, video_ids)
+    data_dir = cfg.data_dir if cfg.obs else _checkpoint_data_dir(cfg, loaded)
+    return _from_dataset(cfg, spec, shape, video_ids, data_dir)
+
+
+def _checkpoint_data_dir(cfg, loaded):
+    """--data-dir, else the usual lookup ($FDM_DATA_DIR/NAME, datasets/NAME), else the folder the
+    checkpoint was trained from, when it still exists here."""
+    from fdm_engine.datasets import resolve_data_dir
+
+    if cfg.data_dir is not None:
+        return cfg.data_dir
+    try:
+        return resolve_data_dir(loaded.extra["dataset"])
+    except FdmError:
+        recorded = loaded.extra.get("data_dir")
+        if recorded and Path(recorded).is_dir():
+            return recorded
+        raise
 
 
 def _need_length(cfg, video_length: int | None, what: str) -> int:
@@ -71,13 +88,13 @@ def _from_file(cfg, path: Path, shape: tuple, n_videos: int) -> Conditioning:
     return Conditioning(given, length, str(path))
 
 
-def _from_dataset(cfg, spec: str, shape: tuple, video_ids: list[int]) -> Conditioning:
+def _from_dataset(cfg, spec: str, shape: tuple, video_ids: list[int], data_dir) -> Conditioning:
     """spec NAME[:split[:index]]: videos index + video_ids[v] of the split, cropped and resized to
     the model's frames as training sees them."""
     from fdm_engine.datasets import open_dataset, parse_dataset_ref
 
     ref = parse_dataset_ref(spec)
-    data = open_dataset(ref.name, cfg.data_dir, split=ref.split, image_size=shape[1], channels=shape[0])
+    data = open_dataset(ref.name, data_dir, split=ref.split, image_size=shape[1], channels=shape[0])
     if ref.index + max(video_ids) >= len(data):
         raise FdmError(f"--obs {spec}: split {ref.split!r} has {len(data)} videos, --num-videos "
                        f"{cfg.num_videos} from index {ref.index} needs {ref.index + cfg.num_videos}")

@@ -22,6 +22,7 @@ from fdm_engine.conditioning import Conditioning, load_conditioning
 from fdm_engine.denoisers import load_denoiser
 from fdm_engine.diffusion.schedule import NoiseSchedule
 from fdm_engine.errors import FdmError
+from fdm_engine.guidance import for_checkpoint
 from fdm_engine.files import atomic_write, write_text_atomic
 from fdm_engine.executor import Executor, SamplingState
 from fdm_engine.samplers import make_sampler
@@ -122,7 +123,8 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
     schedule = NoiseSchedule(loaded.diffusion)
     sampler = make_sampler(cfg.sampler, schedule, cfg.steps, cfg.spacing, cfg.eta)
     batch = cfg.batch_size or (32 if device.type == "cuda" else 2)
-    executor = Executor(loaded.model, sampler, batch_size=batch, seed=cfg.seed, device=device)
+    # vdm/ssm were trained unconditionally: their checkpoints ask for reconstruction guidance.
+    executor = Executor(for_checkpoint(loaded, schedule), sampler, batch_size=batch, seed=cfg.seed, device=device)
 
     scheme = get_scheme(cfg.scheme)
     if scheme.adaptive:

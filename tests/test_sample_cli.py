@@ -146,3 +146,19 @@ def test_bare_checkpoint_command_uses_the_recorded_dataset(tmp_path):
     from fdm_engine.datasets import open_dataset
     truth = open_dataset("bouncing-balls", tmp_path / "datasets" / "bouncing-balls", split="test").read(0)
     assert np.array_equal(frames[:36], truth[:36])
+
+
+def test_checkpoint_recorded_data_dir_is_the_last_resort(tmp_path):
+    from fdm_engine.checkpoint import save_checkpoint
+    from fdm_engine.diffusion import DiffusionConfig
+    from fdm_engine.models.fdm_unet import FDMUNet, FDMUNetConfig
+
+    data = tmp_path / "elsewhere" / "balls"
+    fdm("data", "make", "bouncing-balls", "--out", str(data), "--num-videos", "2", "--length", "20", "--size", "16", "-q")
+    model = FDMUNet(FDMUNetConfig(image_size=16, channels=3, base_channels=16, channel_mult=(1, 2),
+                                  attention_resolutions=(8,), num_heads=2, max_frames=10))
+    save_checkpoint(tmp_path / "ckpt.safetensors", model, DiffusionConfig(),
+                    extra={"dataset": "bouncing-balls", "data_dir": str(data)})
+    fdm("sample", "ckpt.safetensors", "--scheme", "autoreg", "--n-obs", "8", "--steps", "1", "--quiet",
+        "--format", "npz", cwd=tmp_path)
+    assert np.load(tmp_path / "samples" / "video_0000.npz")["frames"].shape == (20, 16, 16, 3)
