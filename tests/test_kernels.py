@@ -334,6 +334,7 @@ def test_attention_bad_arguments():
 # ---- the Triton suite, under the interpreter ---------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the Triton tests run natively in this process")
 def test_triton_kernels_under_interpreter():
     """Runs tests/test_kernels_triton.py in a child with TRITON_INTERPRET=1 (this process unaffected).
@@ -355,6 +356,7 @@ def test_triton_kernels_under_interpreter():
 # ---- the benchmark script runs and prints the documented JSON ----------------------------------
 
 
+@pytest.mark.slow
 def test_bench_temporal_layers_smoke():
     cmd = [sys.executable, "benchmarks/bench_temporal_layers.py", "--frames", "8", "--json", "--repeats", "1",
            "--layers", "attention-materialised,bi-s4d-scan", "--threads", "1"]

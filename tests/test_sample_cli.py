@@ -45,6 +45,7 @@ def test_outputs_in_every_format(tmp_path):
     assert not list(out.glob("state_rank*.pt")), "a finished run leaves no state behind"
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_frames(tmp_path):
     args = ["sample", ORACLE, "--scheme", "autoreg", "--n-obs", "2", "--length", "40", "--max-frames", "6",
             "--sampler", "ddpm", "--steps", "100", "--num-videos", "2", "--format", "npz", "--save-raw", "--quiet"]

@@ -104,6 +104,7 @@ def test_sigkill_and_resume_continue_the_exact_loss_trajectory(data, reference, 
     assert_same_state(weights(run_dir / "checkpoints" / f"step_{STEPS:07d}.safetensors"), ref_weights)
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_the_current_step_then_resumes_exactly(data, reference, tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", *train_args(data, run_dir)], env=ENV, cwd=ROOT,
@@ -149,6 +150,7 @@ main(argv)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["weights", "companion"])
 def test_kill_during_checkpoint_write_leaves_the_previous_one(data, reference, tmp_path, target):
     run_dir = tmp_path / "run"
@@ -177,6 +179,7 @@ torch.save({"model": result.model.state_dict(), "ema": result.ema_model.state_di
 """
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_on_gloo_hold_identical_parameters(data, tmp_path):
     from trainers import TrainConfig
 
