@@ -14,7 +14,7 @@ per-frame levels stay per-frame). With 1/sqrt(D) scaling, the Shaw-style context
 
 R does not depend on the spatial position, so it is computed once per (batch, query, key) pair and
 shared by every position. While R is exactly zero (the zero-initialised net, not training) the
-relative terms vanish and the computation goes through `F.scaled_dot_product_attention`.
+relative terms vanish and the computation is plain attention (SDPA on CPU, the Triton kernel on CUDA).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from einops import rearrange
 from torch import nn
 
 from fdm_engine.models.blocks import group_norm, zero_module
+# One implementation of the math, dispatched to SDPA on CPU and the fused Triton kernel on CUDA.
+from kernels.temporal_attention import temporal_attention, temporal_attention_ref  # noqa: F401
 
 
 @dataclass
@@ -55,50 +57,6 @@ def padding_mask(valid: torch.Tensor | None) -> torch.Tensor | None:
     if valid is None or bool(valid.all()):
         return None
     return valid[:, :, None] == valid[:, None, :]  # [B, F, F]
-
-
-def temporal_attention_ref(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: torch.Tensor | None, mask: torch.Tensor | None
-) -> torch.Tensor:
-    """Reference temporal attention with contextual relative encodings (the math in the module doc).
-
-    q, k, v [B, S, n, F, D] (S spatial positions, n heads); rel [B, n, F, F, D] or None (= zeros);
-    mask [B, F, F] bool (True = query i may attend key j; every row needs one True) or None.
-    Returns [B, S, n, F, D].
-    """
-    scale = q.shape[-1] ** -0.5
-    scores = torch.einsum("bsnid,bsnjd->bsnij", q, k)  # [B, S, n, F, F]
-    if rel is not None:
-        scores = scores + torch.einsum("bsnid,bnijd->bsnij", q, rel) + torch.einsum("bnijd,bsnjd->bsnij", rel, k)
-    scores = scores * scale
-    if mask is not None:
-        scores = scores.masked_fill(~mask[:, None, None], float("-inf"))
-    p = scores.softmax(dim=-1)  # [B, S, n, F, F]
-    out = torch.einsum("bsnij,bsnjd->bsnid", p, v)  # [B, S, n, F, D]
-    if rel is not None:
-        out = out + torch.einsum("bsnij,bnijd->bsnid", p, rel)
-    return out
-
-
-def temporal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: torch.Tensor | None, mask: torch.Tensor | None
-) -> torch.Tensor:
-    """Dispatch for temporal attention; same signature and shapes as `temporal_attention_ref`.
-
-    Without relative terms this is plain (masked) attention and goes to the fused SDPA; otherwise
-    to `kernels.temporal_attention`: the fused Triton kernel on CUDA, this reference math on the CPU
-    (env FDM_KERNELS=ref|triton|cpu forces one).
-    """
-    if rel is None:
-        B, S, n, Fr, D = q.shape
-        attn_mask = None if mask is None else mask[:, None]  # [B, 1, F, F]
-        out = F.scaled_dot_product_attention(
-            q.reshape(B, S * n, Fr, D), k.reshape(B, S * n, Fr, D), v.reshape(B, S * n, Fr, D), attn_mask=attn_mask
-        )  # [B, S*n, F, D]
-        return out.view(B, S, n, Fr, D)
-    from kernels import temporal_attention as kernel_temporal_attention  # no triton import until used
-
-    return kernel_temporal_attention(q, k, v, rel, mask)
 
 
 class RelativePositionNet(nn.Module):
