@@ -19,6 +19,7 @@ from fdm_engine.config import Config
 from fdm_engine.errors import FdmError
 from fdm_engine.models import MODELS
 from fdm_engine.models.attention import AttentionBlock, FrameContext, padding_mask, relative_features
+from fdm_engine.models.contract import check_contract_inputs
 from fdm_engine.models.blocks import Downsample, ResBlock, TimestepEmbedding, Upsample, group_norm, zero_module
 
 # Channel multipliers used when `channel_mult` is left empty (improved DDPM / FDM).
@@ -159,7 +160,7 @@ class FDMUNet(nn.Module):
     ) -> torch.Tensor:
         """x [B, F, C, H, W]; frame_indices [B, F] int64; noise_levels [B, F] float timesteps;
         observed [B, F] bool; valid [B, F] bool or None -> pred [B, F, C, H, W]."""
-        self._check_inputs(x, frame_indices, noise_levels, observed, valid)
+        check_contract_inputs(self, x, frame_indices, noise_levels, observed, valid)
         B, Fr, _, H, W = x.shape
         emb = self.time_embed(noise_levels.reshape(-1))  # [B*F, E]
         ctx = FrameContext(
@@ -185,19 +186,6 @@ class FDMUNet(nn.Module):
             h = stage(torch.cat([h, skips.pop()], dim=1), emb, ctx)
         h = self.out_conv(F.silu(self.out_norm(h), inplace=True))  # [B*F, C, H, W]
         return rearrange(h.contiguous(), "(b f) c h w -> b f c h w", b=B)
-
-    def _check_inputs(self, x, frame_indices, noise_levels, observed, valid) -> None:
-        if x.dim() != 5:
-            raise FdmError(f"FDMUNet expects x of shape [B, F, C, H, W] (got {tuple(x.shape)})")
-        B, Fr, C, H, W = x.shape
-        if (C, H, W) != (self.channels, self.image_size, self.image_size):
-            raise FdmError(
-                f"FDMUNet expects frames of shape {(self.channels, self.image_size, self.image_size)} "
-                f"(got {(C, H, W)})"
-            )
-        for name, t in (("frame_indices", frame_indices), ("noise_levels", noise_levels), ("observed", observed), ("valid", valid)):
-            if t is not None and tuple(t.shape) != (B, Fr):
-                raise FdmError(f"FDMUNet expects {name} of shape {(B, Fr)} (got {tuple(t.shape)})")
 
 
 MODELS.register("fdm", FDMUNet)

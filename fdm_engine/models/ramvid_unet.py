@@ -40,10 +40,10 @@ from fdm_engine.models.blocks import (
     group_norm,
     zero_module,
 )
+from fdm_engine.models.contract import check_contract_inputs
 from fdm_engine.models.temporal_layers import frame_order
 from fdm_engine.models.vdm_unet import (
     build_levels,
-    check_contract_inputs,
     check_unet_shape,
     resolve_channel_mult,
 )

@@ -39,6 +39,7 @@ from fdm_engine.config import Config
 from fdm_engine.errors import FdmError
 from fdm_engine.models import MODELS
 from fdm_engine.models.attention import SpatialAttention
+from fdm_engine.models.contract import check_contract_inputs
 from fdm_engine.models.blocks import (
     Downsample,
     ResBlock,
@@ -140,21 +141,6 @@ def build_levels(cfg, res_block, mixers, down=Downsample, up=Upsample):
             up_stages.append(stage)
     assert not skips, "every skip connection must be consumed"
     return down_stages, middle, up_stages, ch
-
-
-def check_contract_inputs(model, x, frame_indices, noise_levels, observed, valid) -> None:
-    """FdmError unless the SPEC section 2 inputs have the shapes `model` expects."""
-    who = type(model).__name__
-    if x.dim() != 5:
-        raise FdmError(f"{who} expects x of shape [B, F, C, H, W] (got {tuple(x.shape)})")
-    B, Fr, C, H, W = x.shape
-    want = (model.channels, model.image_size, model.image_size)
-    if (C, H, W) != want:
-        raise FdmError(f"{who} expects frames of shape {want} (got {(C, H, W)})")
-    for name, t in (("frame_indices", frame_indices), ("noise_levels", noise_levels), ("observed", observed),
-                    ("valid", valid)):
-        if t is not None and tuple(t.shape) != (B, Fr):
-            raise FdmError(f"{who} expects {name} of shape {(B, Fr)} (got {tuple(t.shape)})")
 
 
 # ---- VDM / SSM ----------------------------------------------------------------------------------
