@@ -1,5 +1,19 @@
 import os
 import sys
 
+import pytest
+import torch
+
 # Tests import the packages from the checkout even when it is not installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models and small solves: one thread is as fast, and on shared, busy cores torch's
+    thread pool made them 10-50x slower (measured). Modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

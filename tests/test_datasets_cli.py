@@ -9,21 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli.main import main
+from cli_helpers import run_fdm
 from fdm_engine.datasets import open_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(capsys, *argv):
-    """Run `fdm ARGV` in-process -> (exit code, stdout, stderr)."""
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_fdm
 
 
 def test_make_then_info_as_a_subprocess(tmp_path):

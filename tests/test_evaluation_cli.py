@@ -7,32 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from cli.main import main
+from cli_helpers import run_fdm
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small solves: on shared cores torch's thread pool makes them ~50x slower (measured)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def run(capsys, *argv):
-    """`fdm ARGV` in-process -> (exit code, stdout, stderr)."""
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_fdm
 
 
 def ok_json(capsys, *argv):

@@ -16,13 +16,7 @@ ORACLE = GaussianProcessOracle(OracleConfig("periodic", lengthscale=4, period=12
 JOB = ((0, 3, 6), (1, 4, 9))  # interleaved observed / latent frames, as hierarchy jobs have
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small solves: on shared cores torch's thread pool makes them ~50x slower (measured)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def kl(name, steps, spacing="linspace", eta=0.0):

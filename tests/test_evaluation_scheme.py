@@ -19,13 +19,7 @@ from sampling_schemes import plan
 SCHED = NoiseSchedule()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small solves: on shared cores torch's thread pool makes them ~50x slower (measured)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def oracle(kernel="periodic", **kw):

@@ -20,13 +20,7 @@ SMALL = FDMUNetConfig(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: one thread is as fast and immune to a busy machine's preemption."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(dtype=torch.float32, perturb: bool = True, seed: int = 0) -> FDMUNet:

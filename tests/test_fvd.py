@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli.main import main
+from cli_helpers import run_fdm
 from fdm_engine.errors import FdmError
 from fdm_engine.evaluation.fvd import (_tf_bilinear_matrix, frechet_distance, gaussian_fit,
                                        gaussian_from_moments, preprocess, video_features)
@@ -33,13 +33,7 @@ REAL_SRC = os.environ.get("FDM_I3D_SRC")
 JAX_PYTHON = os.environ.get("FDM_JAX_PYTHON")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions: on shared cores torch's thread pool only adds contention."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_i3d(seed=0) -> InceptionI3d:
@@ -91,14 +85,7 @@ def write_sdist(path: Path, pickle_path: Path) -> Path:
     return path
 
 
-def run(capsys, *argv):
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_fdm
 
 
 # --------------------------------------------------------------------------- restricted unpickler

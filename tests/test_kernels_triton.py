@@ -12,7 +12,6 @@ Every torch.empty / empty_like is NaN-filled here, so a kernel that leaves outpu
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch

@@ -44,14 +44,7 @@ SMALL = {
 NAMES = [n for n in SMALL if n != "ssm" or HAVE_BI_S4D]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is fastest, and immune to oversubscribed shared CPUs
-    (two threads spinning against other jobs made forwards ~30x slower here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(name: str, config: Config | None = None, seed: int = 0) -> torch.nn.Module:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli.main import main as fdm_main
+from cli_helpers import run_fdm
 from fdm_engine.checkpoint import load_checkpoint
 from fdm_engine.datasets import make_dataset
 from fdm_engine.errors import FdmError
@@ -22,12 +22,7 @@ from trainers.config import load_config_file, merge
 SMALL = dict(image_size=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared, loaded cores: one thread is ~10x faster than two
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +43,7 @@ def small_cfg(data, run_dir, model="fdm", **kw) -> TrainConfig:
 
 
 def run_cli(args, capsys) -> tuple[int, str, str]:
-    try:
-        fdm_main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_fdm(capsys, *args)
 
 
 # ---------------------------------------------------------------------------------------------
