@@ -22,6 +22,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 
 import torch  # noqa: E402
 
+from fdm_engine.cpu_memory import retain_freed_memory  # noqa: E402
 from fdm_engine.diffusion import NoiseSchedule  # noqa: E402
 from fdm_engine.executor import Executor, SamplingState  # noqa: E402
 from fdm_engine.models.fdm_unet import FDMUNet, fdm_preset  # noqa: E402
@@ -87,6 +88,7 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="denoising steps per job [quick: 1, full: 10]")
     ap.add_argument("--videos", type=int, default=2)
     args = ap.parse_args(argv)
+    retain_freed_memory()  # as the fdm command does
     steps = args.steps or (1 if args.quick else 10)
     schemes = (["autoreg", "hierarchy-2", "hierarchy-2-parallel"] if args.quick else
                ["autoreg", "long-range", "hierarchy-2", "hierarchy-3", "hierarchy-2-parallel", "adaptive-hierarchy-2"])

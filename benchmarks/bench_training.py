@@ -126,6 +126,9 @@ def main(argv=None) -> int:
     p.add_argument("--row", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    from fdm_engine.cpu_memory import retain_freed_memory
+
+    retain_freed_memory()  # as the fdm command does
     args.warmup = args.warmup if args.warmup is not None else (2 if args.quick else 3)
     args.timed = args.timed if args.timed is not None else (3 if args.quick else 10)
     if args.row:  # inside a subprocess: one model, one JSON line

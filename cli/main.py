@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
+from fdm_engine.cpu_memory import retain_freed_memory
 from fdm_engine.errors import FdmError
 
 # name -> "module:attribute"; imported only when the command runs, so `fdm --help` stays fast.
@@ -51,6 +52,7 @@ def cli():
 
 def main(argv=None):
     """Console entry point: user mistakes (FdmError) print one line and exit 2."""
+    retain_freed_memory()  # one sampling/training process: reuse freed activations (fdm_engine.cpu_memory)
     try:
         cli.main(args=argv, standalone_mode=False)
     except FdmError as e:
