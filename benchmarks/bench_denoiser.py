@@ -72,11 +72,6 @@ class Matmul:
         return self.best
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 7) -> float:
-    """Best fp32 GFLOP/s of an n x n matmul."""
-    return Matmul(n).measure(repeats)
-
-
 def make_model(config: FDMUNetConfig, weights: str) -> FDMUNet:
     torch.manual_seed(0)
     model = FDMUNet(config).eval()
@@ -125,18 +120,19 @@ def bench_one(config: FDMUNetConfig, batch: int, weights: str, rounds: int, matm
     inputs = make_inputs(config, batch)
     times = []
     with torch.no_grad():
-        flops = count_flops(lambda: model(*inputs))
+        by_op = count_flops(lambda: model(*inputs), by_op=True)
         timed(lambda: model(*inputs), 1, 0)
         for _ in range(rounds):
             matmul.measure()
             times += timed(lambda: model(*inputs), 0, 2)
-    seconds = min(times)
+    seconds, flops = min(times), sum(by_op.values())
     return {
         "image_size": config.image_size,
         "channels": config.base_channels,
         "max_frames": config.max_frames,
         "batch": batch,
         "gflop_per_forward": flops / 1e9,
+        "conv_gflop_per_forward": sum(n for op, n in by_op.items() if "convolution" in op) / 1e9,
         "seconds_per_forward": seconds,
         "seconds_per_forward_median": statistics.median(times),
         "gflops": flops / seconds / 1e9,
@@ -146,7 +142,7 @@ def bench_one(config: FDMUNetConfig, batch: int, weights: str, rounds: int, matm
 # Where a forward's time goes: aten op name -> category (first matching substring wins).
 OP_CATEGORIES = (
     ("convolution", ("convolution",)),
-    ("linear", ("addmm", "aten::mm", "aten::bmm", "aten::baddbmm")),
+    ("matmul", ("addmm", "aten::mm", "aten::bmm", "aten::baddbmm")),
     ("attention", ("scaled_dot_product", "softmax")),
     ("group norm", ("group_norm",)),
     ("copies, cat", ("copy_", "aten::cat", "aten::clone", "upsample")),
@@ -154,13 +150,11 @@ OP_CATEGORIES = (
 )
 
 
-def time_breakdown(config: FDMUNetConfig, batch: int, weights: str, forwards: int = 3):
-    """([(category, seconds per forward)], convolution FLOPs per forward) from torch.profiler
-    self-CPU times and FlopCounterMode; ops in no category are "other"."""
+def time_breakdown(config: FDMUNetConfig, batch: int, weights: str, forwards: int = 3) -> dict[str, float]:
+    """{category: seconds per forward} from torch.profiler self-CPU times; ops in no category are "other"."""
     model = make_model(config, weights)
     inputs = make_inputs(config, batch)
     with torch.no_grad():
-        flops = count_flops(lambda: model(*inputs), by_op=True)
         timed(lambda: model(*inputs), 2, 0)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             for _ in range(forwards):
@@ -169,7 +163,7 @@ def time_breakdown(config: FDMUNetConfig, batch: int, weights: str, forwards: in
     for event in prof.key_averages():
         category = next((name for name, keys in OP_CATEGORIES if any(k in event.key for k in keys)), "other")
         totals[category] += event.self_cpu_time_total / 1e6 / forwards
-    return list(totals.items()), sum(n for op, n in flops.items() if "convolution" in op)
+    return totals
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -217,16 +211,15 @@ def main(argv: list[str] | None = None) -> dict:
         )
     if args.breakdown:
         for label, config, batch in bench_configs(args.quick):
-            parts, conv_flops = time_breakdown(config, batch, args.weights)
-            total = sum(sec for _, sec in parts)
-            conv_seconds = dict(parts)["convolution"]
+            parts = time_breakdown(config, batch, args.weights)
+            total, conv_seconds = sum(parts.values()), parts["convolution"]
             row = next(r for lbl, r in rows if lbl == label)
             print(f"\n{label}: profiled time per forward {total * 1e3:.1f} ms (profiler overhead included)")
-            for name, sec in parts:
+            for name, sec in parts.items():
                 print(f"  {name:<14}{sec * 1e3:>8.1f} ms {100 * sec / total:>5.1f} %")
             print(
-                f"  convolutions: {conv_flops / 1e9:.2f} of {row['gflop_per_forward']:.2f} GFLOP at "
-                f"{conv_flops / conv_seconds / 1e9:.0f} GFLOP/s; were every other op free, the forward would "
+                f"  convolutions: {row['conv_gflop_per_forward']:.2f} of {row['gflop_per_forward']:.2f} GFLOP at "
+                f"{row['conv_gflop_per_forward'] / conv_seconds:.0f} GFLOP/s; were every other op free, the forward would "
                 f"reach {row['gflop_per_forward'] / conv_seconds / peak:.2f} x matmul"
             )
     return result

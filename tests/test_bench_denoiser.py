@@ -70,3 +70,4 @@ def test_rows_are_self_consistent():
     assert (row["image_size"], row["channels"], row["max_frames"], row["batch"]) == (32, 32, 10, 1)
     assert row["gflops"] == pytest.approx(row["gflop_per_forward"] / row["seconds_per_forward"])
     assert row["seconds_per_forward"] <= row["seconds_per_forward_median"]
+    assert 0 < row["conv_gflop_per_forward"] < row["gflop_per_forward"]
