@@ -25,6 +25,9 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--steps", type=int, default=25, help="Denoising steps per job.")
 @click.option("--spacing", default="logsnr", help="Timestep spacing: linspace, trailing, logsnr, karras.")
 @click.option("--eta", type=float, default=0.0, help="DDIM noise (0 = deterministic).")
+@click.option("--clip-denoised/--no-clip-denoised", default=None,
+              help="Clamp x0 predictions to the data range [-1, 1] at every step, as the published samplers do. "
+                   "[default: on for checkpoints, off for the oracle]")
 @click.option("--num-videos", type=int, default=1, help="Videos to sample.")
 @click.option("--batch-size", type=int, default=0, help="Jobs per network call (0 = 2 on CPU, 32 on GPU).")
 @click.option("--seed", type=int, default=0, help="Same seed, same videos (whatever the batch size).")

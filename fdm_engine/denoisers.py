@@ -21,3 +21,10 @@ def load_denoiser(spec: str, device="cpu", use_ema: bool = True) -> LoadedCheckp
         return LoadedCheckpoint(model=model, diffusion=diffusion, model_name="oracle", extra={},
                                 path=Path(spec), used_ema=False)
     return load_checkpoint(spec, device=device, use_ema=use_ema)
+
+
+def default_clip_denoised(loaded: LoadedCheckpoint) -> bool:
+    """Whether samplers clamp x0 predictions to [-1, 1] unless told: yes for trained models (every
+    dataset is served in [-1, 1], and the published samplers clamp by default), no for the oracle,
+    whose Gaussian data is unbounded (clamping would break its exact scores)."""
+    return loaded.model_name != "oracle"

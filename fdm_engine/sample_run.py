@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from fdm_engine.config import Config
 from fdm_engine.conditioning import Conditioning, load_conditioning
-from fdm_engine.denoisers import load_denoiser
+from fdm_engine.denoisers import default_clip_denoised, load_denoiser
 from fdm_engine.diffusion.schedule import NoiseSchedule
 from fdm_engine.errors import FdmError
 from fdm_engine.guidance import for_checkpoint
@@ -42,6 +42,7 @@ class SampleConfig(Config):
     steps: int = 25
     spacing: str = "logsnr"
     eta: float = 0.0
+    clip_denoised: bool | None = None  # None: the model's default (denoisers.default_clip_denoised)
     num_videos: int = 1
     batch_size: int = 0  # 0: 2 on CPU (measured best there), 32 on GPU
     seed: int = 0
@@ -121,7 +122,8 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
         raise FdmError(f"--max-frames {k} exceeds the model's {model_k} frames")
     cond = load_conditioning(cfg, loaded, video_ids)
     schedule = NoiseSchedule(loaded.diffusion)
-    sampler = make_sampler(cfg.sampler, schedule, cfg.steps, cfg.spacing, cfg.eta)
+    clip = default_clip_denoised(loaded) if cfg.clip_denoised is None else cfg.clip_denoised
+    sampler = make_sampler(cfg.sampler, schedule, cfg.steps, cfg.spacing, cfg.eta, clip_denoised=clip)
     batch = cfg.batch_size or (32 if device.type == "cuda" else 2)
     # vdm/ssm were trained unconditionally: their checkpoints ask for reconstruction guidance.
     executor = Executor(for_checkpoint(loaded, schedule), sampler, batch_size=batch, seed=cfg.seed, device=device)

@@ -15,6 +15,7 @@ import torch
 
 from fdm_engine.checkpoint import LoadedCheckpoint
 from fdm_engine.conditioning import Conditioning, load_conditioning
+from fdm_engine.denoisers import default_clip_denoised
 from fdm_engine.diffusion.schedule import DiffusionConfig, NoiseSchedule
 from fdm_engine.errors import FdmError
 from fdm_engine.executor import Executor, SamplingState
@@ -36,6 +37,7 @@ class SamplingSetup:
     steps: int
     sampler: str
     seed: int
+    clip_denoised: bool = True  # as `fdm sample` on this run's checkpoint (denoisers.default_clip_denoised)
 
 
 def prepare_sampling(cfg, model, model_name: str, diffusion: DiffusionConfig, frames: int) -> SamplingSetup:
@@ -53,7 +55,8 @@ def prepare_sampling(cfg, model, model_name: str, diffusion: DiffusionConfig, fr
                         num_videos=cfg.sample_videos, seed=cfg.seed, obs=f"{cfg.dataset}:{split}",
                         data_dir=cfg.data_dir)
     cond = load_conditioning(scfg, loaded, list(range(cfg.sample_videos)))
-    setup = SamplingSetup(cfg.sample_scheme, n_obs, frames, cond, cfg.sample_steps, cfg.sample_sampler, cfg.seed)
+    setup = SamplingSetup(cfg.sample_scheme, n_obs, frames, cond, cfg.sample_steps, cfg.sample_sampler, cfg.seed,
+                          default_clip_denoised(loaded))
     if not get_scheme(setup.scheme).adaptive:
         plan(setup.scheme, cond.length, n_obs, frames)  # a bad (scheme, length, n_obs, K) fails now
     return setup
@@ -63,7 +66,7 @@ def prepare_sampling(cfg, model, model_name: str, diffusion: DiffusionConfig, fr
 def sample_videos(setup: SamplingSetup, model, diffusion: DiffusionConfig, out: Path, device) -> list[Path]:
     """Sample the run's videos with `model` (e.g. the EMA copy) into `out`; returns the mp4 paths."""
     schedule = NoiseSchedule(diffusion)
-    sampler = make_sampler(setup.sampler, schedule, setup.steps)
+    sampler = make_sampler(setup.sampler, schedule, setup.steps, clip_denoised=setup.clip_denoised)
     executor = Executor(model, sampler, batch_size=max(1, len(setup.cond.given)), seed=setup.seed, device=device)
     state = SamplingState.start(setup.cond.given, setup.cond.length)
     ids = list(range(len(setup.cond.given)))

@@ -20,9 +20,16 @@ def _check(schedule: NoiseSchedule, n: int) -> int:
 
 @SPACINGS.register("linspace")
 def linspace(schedule: NoiseSchedule, n: int) -> torch.Tensor:
-    """Uniform in t: round(linspace(N-1, 0, n))."""
+    """Uniform in t, exactly as improved-diffusion's `timestep_respacing n` picks them (one section):
+    t_i = round(c_i) with c_0 = 0, c_{i+1} = c_i + (N-1)/(n-1) summed in float64 and rounded half to
+    even. The running sum matters: at ties (n = 21, 23, ... of 1000) it rounds differently from
+    round(linspace(N-1, 0, n)). n = 1 takes N-1 (start from noise), not the published {0}."""
     N = _check(schedule, n)
-    return torch.from_numpy(np.round(np.linspace(N - 1, 0, n)).astype(np.int64))
+    if n == 1:
+        return torch.tensor([N - 1])
+    stride = (N - 1) / (n - 1)
+    running = np.concatenate([[0.0], np.add.accumulate(np.full(n - 1, stride))])  # sequential, as a loop adds
+    return torch.from_numpy(np.round(running).astype(np.int64)).flip(0)
 
 
 @SPACINGS.register("trailing")

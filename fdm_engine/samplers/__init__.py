@@ -14,8 +14,10 @@ SAMPLERS.register("ddim", DDIMSampler)
 SAMPLERS.register("dpm++2m", DPMSolverPP2MSampler)
 
 
-def make_sampler(name: str, schedule, steps: int = 25, spacing: str = "logsnr", eta: float = 0.0) -> Sampler:
-    return SAMPLERS.get(name)(schedule, SamplerConfig(steps=steps, spacing=spacing, eta=eta))
+def make_sampler(name: str, schedule, steps: int = 25, spacing: str = "logsnr", eta: float = 0.0,
+                 clip_denoised: bool = False) -> Sampler:
+    return SAMPLERS.get(name)(schedule, SamplerConfig(steps=steps, spacing=spacing, eta=eta,
+                                                      clip_denoised=clip_denoised))
 
 
 from fdm_engine.samplers.job import run_job  # noqa: E402  (needs Sampler defined above)

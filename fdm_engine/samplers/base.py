@@ -22,6 +22,10 @@ class SamplerConfig(Config):
     steps: int = 25
     spacing: str = "logsnr"  # measured best on the oracle (tests/test_samplers.py)
     eta: float = 0.0  # DDIM only: 0 deterministic, 1 DDPM-like
+    # Clamp every x0 prediction to the data range [-1, 1], as the published samplers do by default
+    # (improved-diffusion's clip_denoised). Off for the oracle: its Gaussian data is unbounded and
+    # clamping would break the exact score.
+    clip_denoised: bool = False
 
 
 class Sampler:
@@ -54,12 +58,18 @@ class Sampler:
         """One move from t to t_next. sample, model_output [B, F, C, H, W]; t, t_next [B, F]."""
         t = torch.as_tensor(t, dtype=torch.float64)
         t_next = torch.as_tensor(t_next, dtype=torch.float64)
-        a, s = self.schedule.alpha_sigma(t)
-        x0 = to_x0(model_output, self.schedule.prediction, sample, expand_like(a, sample), expand_like(s, sample))
+        x0 = self.denoised(model_output, t, sample)
         if self.stochastic and noise is None:
             noise = torch.randn_like(sample)
         out = self.update(x0, sample, t, t_next, noise)
         return torch.where(expand_like(t < 0, sample).bool(), sample, out)
+
+    def denoised(self, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+        """The x0 prediction the update uses: the model's output converted to x0, clamped to
+        [-1, 1] with `clip_denoised` (every sampler's update is written in x0, so all honour it)."""
+        a, s = self.schedule.alpha_sigma(t)
+        x0 = to_x0(model_output, self.schedule.prediction, sample, expand_like(a, sample), expand_like(s, sample))
+        return x0.clamp(-1, 1) if self.config.clip_denoised else x0
 
     def update(self, x0, x_t, t, t_next, noise):  # pragma: no cover - interface
         raise NotImplementedError
