@@ -283,11 +283,20 @@ def _write_safetensors(raw: _Raw, path: Path) -> None:
     save_file(raw.tensors, str(path), metadata=meta)
 
 
-def _read_pt(path: Path) -> _Raw:
+def read_torch_file(path: Path, mmap: bool = False) -> Any:
+    """The object in a torch.save file, read with `weights_only=True`: tensors and plain
+    containers only, so nothing in the file can run code. `mmap` maps the tensors instead of
+    reading them (cheap re-reads of big files). Every failure is an FdmError naming the file."""
     import pickle
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as e:
+            if not (mmap and "mmap" in str(e)):
+                raise
+            # An old (pre-zip) torch.save file cannot be mapped; read it whole.
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         unsafe = re.search(r"GLOBAL (\S+)", str(e))
         if unsafe:
@@ -298,6 +307,10 @@ def _read_pt(path: Path) -> _Raw:
         raise FdmError(f"{path}: not a valid .pt file (corrupt or truncated?): {reason}") from None
     except Exception as e:  # zip, EOF and OS errors from torch's reader all mean "bad file"
         raise FdmError(f"{path}: not a valid .pt file (corrupt or truncated?): {_first_line(e)}") from None
+
+
+def _read_pt(path: Path) -> _Raw:
+    obj = read_torch_file(path)
     if not isinstance(obj, dict):
         raise FdmError(f"{path}: not an fdm checkpoint (holds a {type(obj).__name__}, not a dict)")
     obj = dict(obj)
@@ -336,6 +349,11 @@ def _suffix(path: Path) -> str:
         raise FdmError(f"{path}: unknown checkpoint format {path.suffix or '(no suffix)'!r} "
                        f"(use {' or '.join(SUFFIXES)})")
     return path.suffix
+
+
+def check_suffix(path) -> str:
+    """The checkpoint format `path` names by its suffix; FdmError for any other suffix."""
+    return _suffix(Path(path))
 
 
 def _writer(path: Path) -> Callable[[_Raw, Path], None]:

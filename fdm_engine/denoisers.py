@@ -14,12 +14,18 @@ def is_oracle(spec: str) -> bool:
 
 
 def load_denoiser(spec: str, device="cpu", use_ema: bool = True) -> LoadedCheckpoint:
-    """A checkpoint path (.safetensors or .pt) or 'oracle:<kernel>[:key=value,...]'."""
+    """A checkpoint path (.safetensors or .pt: ours, or one a published codebase wrote that
+    fdm_engine.published recognises) or 'oracle:<kernel>[:key=value,...]'."""
     if is_oracle(spec):
         diffusion = DiffusionConfig()
         model = GaussianProcessOracle(parse_oracle_spec(spec), NoiseSchedule(diffusion)).to(device)
         return LoadedCheckpoint(model=model, diffusion=diffusion, model_name="oracle", extra={},
                                 path=Path(spec), used_ema=False)
+    from fdm_engine.published import detect_format, load_published
+
+    published = detect_format(spec)
+    if published is not None:
+        return load_published(spec, published, device=device)
     return load_checkpoint(spec, device=device, use_ema=use_ema)
 
 

@@ -19,11 +19,19 @@ from fdm_engine.config import Config
 from fdm_engine.errors import FdmError
 from fdm_engine.models import MODELS
 from fdm_engine.models.attention import AttentionBlock, FrameContext, padding_mask, relative_features
+from fdm_engine.models.attention_published import PublishedAttentionBlock
 from fdm_engine.models.contract import check_contract_inputs
 from fdm_engine.models.blocks import Downsample, ResBlock, TimestepEmbedding, Upsample, group_norm, zero_module
 
 # Channel multipliers used when `channel_mult` is left empty (improved DDPM / FDM).
 DEFAULT_CHANNEL_MULT = {32: (1, 2, 2, 2), 64: (1, 2, 3, 4), 128: (1, 1, 2, 3, 4), 256: (1, 1, 2, 2, 4, 4)}
+
+# `attention`: ours, or the published FDM code's form (models/attention_published.py), which
+# checkpoints converted from that code need to compute what they computed there.
+ATTENTION_BLOCKS = {"fdm": AttentionBlock, "published": PublishedAttentionBlock}
+# `observed_timestep`: the time embedding observed frames get. "zero": their level (0, the
+# contract); "job": the job's level, as the published FDM code gave every frame of a job.
+OBSERVED_TIMESTEPS = ("zero", "job")
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,9 @@ class FDMUNetConfig(Config):
     num_heads: int = 4
     max_frames: int = 20
     dropout: float = 0.0
+    attention: str = "fdm"  # see ATTENTION_BLOCKS
+    observed_timestep: str = "zero"  # see OBSERVED_TIMESTEPS
+    timestep_scale: float = 1.0  # the network sees level * scale (improved DDPM's rescale_timesteps: 1000 / N)
 
     def __post_init__(self):
         for name in ("image_size", "channels", "base_channels", "num_res_blocks", "num_heads", "max_frames"):
@@ -46,6 +57,14 @@ class FDMUNetConfig(Config):
                 raise FdmError(f"FDMUNetConfig.{name} must be >= 1 (got {getattr(self, name)})")
         if not 0.0 <= self.dropout < 1.0:
             raise FdmError(f"FDMUNetConfig.dropout must be in [0, 1) (got {self.dropout})")
+        if self.attention not in ATTENTION_BLOCKS:
+            raise FdmError(f"FDMUNetConfig.attention must be one of {', '.join(ATTENTION_BLOCKS)} "
+                           f"(got {self.attention!r})")
+        if self.observed_timestep not in OBSERVED_TIMESTEPS:
+            raise FdmError(f"FDMUNetConfig.observed_timestep must be one of {', '.join(OBSERVED_TIMESTEPS)} "
+                           f"(got {self.observed_timestep!r})")
+        if not self.timestep_scale > 0:
+            raise FdmError(f"FDMUNetConfig.timestep_scale must be > 0 (got {self.timestep_scale})")
         mults = self.mults
         if any(m < 1 for m in mults):
             raise FdmError(f"FDMUNetConfig.channel_mult entries must be >= 1 (got {mults})")
@@ -86,7 +105,7 @@ class Stage(nn.ModuleList):
         for layer in self:
             if isinstance(layer, ResBlock):
                 h = layer(h, emb)
-            elif isinstance(layer, AttentionBlock):
+            elif isinstance(layer, (AttentionBlock, PublishedAttentionBlock)):
                 h = layer(h, ctx)
             else:
                 h = layer(h)
@@ -106,6 +125,7 @@ class FDMUNet(nn.Module):
         self.max_frames = config.max_frames
         base, emb_dim, mults = config.base_channels, config.embed_dim, config.mults
         attn_res, heads = set(config.attention_resolutions), config.num_heads
+        attention_block = ATTENTION_BLOCKS[config.attention]
 
         def res_block(cin: int, cout: int) -> ResBlock:
             return ResBlock(cin, cout, emb_dim, config.dropout)
@@ -121,7 +141,7 @@ class FDMUNet(nn.Module):
                 stage = Stage([res_block(ch, m * base)])
                 ch = m * base
                 if res in attn_res:
-                    stage.append(AttentionBlock(ch, heads, emb_dim))
+                    stage.append(attention_block(ch, heads, emb_dim))
                 self.down.append(stage)
                 skips.append(ch)
             if level < len(mults) - 1:
@@ -129,7 +149,7 @@ class FDMUNet(nn.Module):
                 skips.append(ch)
                 res //= 2
 
-        self.middle = Stage([res_block(ch, ch), AttentionBlock(ch, heads, emb_dim), res_block(ch, ch)])
+        self.middle = Stage([res_block(ch, ch), attention_block(ch, heads, emb_dim), res_block(ch, ch)])
 
         self.up = nn.ModuleList()
         for level, m in reversed(list(enumerate(mults))):
@@ -137,7 +157,7 @@ class FDMUNet(nn.Module):
                 stage = Stage([res_block(ch + skips.pop(), m * base)])
                 ch = m * base
                 if res in attn_res:
-                    stage.append(AttentionBlock(ch, heads, emb_dim))
+                    stage.append(attention_block(ch, heads, emb_dim))
                 if level > 0 and i == config.num_res_blocks:
                     stage.append(Upsample(ch))
                     res *= 2
@@ -162,7 +182,7 @@ class FDMUNet(nn.Module):
         observed [B, F] bool; valid [B, F] bool or None -> pred [B, F, C, H, W]."""
         check_contract_inputs(self, x, frame_indices, noise_levels, observed, valid)
         B, Fr, _, H, W = x.shape
-        emb = self.time_embed(noise_levels.reshape(-1))  # [B*F, E]
+        emb = self.time_embed(network_timesteps(self.config, noise_levels, observed, valid).reshape(-1))  # [B*F, E]
         ctx = FrameContext(
             batch=B,
             frames=Fr,
@@ -186,6 +206,19 @@ class FDMUNet(nn.Module):
             h = stage(torch.cat([h, skips.pop()], dim=1), emb, ctx)
         h = self.out_conv(F.silu(self.out_norm(h), inplace=True))  # [B*F, C, H, W]
         return rearrange(h.contiguous(), "(b f) c h w -> b f c h w", b=B)
+
+
+def network_timesteps(config: FDMUNetConfig, noise_levels: torch.Tensor, observed: torch.Tensor,
+                      valid: torch.Tensor | None) -> torch.Tensor:
+    """[B, F] levels -> the [B, F] timesteps the time embedding sees (config.observed_timestep,
+    config.timestep_scale). "job": every non-latent slot (observed, padding) takes its job's
+    level, the largest of its latent frames' (all latent frames share it in FDM-style jobs)."""
+    t = noise_levels
+    if config.observed_timestep == "job":
+        latent = ~observed if valid is None else valid & ~observed
+        t_job = torch.where(latent, t, torch.zeros_like(t)).amax(dim=1, keepdim=True)  # [B, 1]
+        t = torch.where(latent, t, t_job.expand_as(t))
+    return t * config.timestep_scale if config.timestep_scale != 1.0 else t
 
 
 MODELS.register("fdm", FDMUNet)
