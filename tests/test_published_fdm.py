@@ -230,6 +230,9 @@ def test_flags_override_the_saved_config(ckpt, tmp_path):
     assert cfg["learn_sigma"] is True and cfg["dropout"] == 0.1 and cfg["attention_resolutions"] == "8"
     with pytest.raises(FdmError, match="--num_channels expects int"):
         parse_flags(ckpt, "--num_channels wide", fdm_published_config())
+    lists = parse_flags(ckpt, "--device_ids 0 1 2 --temporal_layer 'bi-s4d' --dims=4",
+                        {"device_ids": [0], "temporal_layer": "attn", "dims": [1, 2]})
+    assert lists == {"device_ids": [0, 1, 2], "temporal_layer": "bi-s4d", "dims": [4]}
 
 
 class _NeedsFlags(PublishedFormat):

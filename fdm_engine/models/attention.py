@@ -106,6 +106,8 @@ class TemporalAttention(nn.Module):
 class SpatialAttention(nn.Module):
     """Pre-norm residual attention across the H*W positions of each frame."""
 
+    residual_from_norm = False  # True: out = norm(x) + attn (the published FDM form)
+
     def __init__(self, channels: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
@@ -115,11 +117,12 @@ class SpatialAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H = x.shape[-2]
-        h = rearrange(self.norm(x), "n c h w -> n (h w) c")  # [N, S, C]
+        normed = self.norm(x)
+        h = rearrange(normed, "n c h w -> n (h w) c")  # [N, S, C]
         q, k, v = rearrange(self.qkv(h), "n s (three h d) -> three n h s d", three=3, h=self.num_heads)
         out = F.scaled_dot_product_attention(q, k, v)  # [N, n, S, D]
         out = self.proj(rearrange(out, "n h s d -> n s (h d)"))  # [N, S, C]
-        return rearrange(out, "n (h w) c -> n c h w", h=H).add_(x)
+        return rearrange(out, "n (h w) c -> n c h w", h=H).add_(normed if self.residual_from_norm else x)
 
 
 class AttentionBlock(nn.Module):

@@ -20,11 +20,10 @@ Padding slots attend only among themselves (the same mask as ours).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from fdm_engine.models.attention import FrameContext, RelativePositionNet
+from fdm_engine.models.attention import FrameContext, RelativePositionNet, SpatialAttention
 from fdm_engine.models.blocks import group_norm, zero_module
 
 
@@ -62,23 +61,10 @@ class PublishedTemporalAttention(nn.Module):
         return rearrange(h + out, "b (h w) f c -> (b f) c h w", h=H)
 
 
-class PublishedSpatialAttention(nn.Module):
+class PublishedSpatialAttention(SpatialAttention):
     """Attention across the H*W positions of each frame, residual from the normalised input."""
 
-    def __init__(self, channels: int, num_heads: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.norm = group_norm(channels)
-        self.qkv = nn.Linear(channels, 3 * channels)
-        self.proj = zero_module(nn.Linear(channels, channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        H = x.shape[-2]
-        h = rearrange(self.norm(x), "n c h w -> n (h w) c")  # [N, S, C]
-        q, k, v = rearrange(self.qkv(h), "n s (three h d) -> three n h s d", three=3, h=self.num_heads)
-        out = F.scaled_dot_product_attention(q, k, v)  # [N, n, S, D]
-        out = self.proj(rearrange(out, "n h s d -> n s (h d)"))  # [N, S, C]
-        return rearrange(h + out, "n (h w) c -> n c h w", h=H)
+    residual_from_norm = True
 
 
 class PublishedAttentionBlock(nn.Module):

@@ -95,8 +95,9 @@ def load_pickle(path: Path) -> Any:
 
 def parse_flags(path: Path, flags: str, defaults: dict[str, Any]) -> dict[str, Any]:
     """`--name value` / `--name=value` pairs -> `defaults` updated, each value typed like its
-    default (bools accept true/false/yes/no/1/0, as the published str2bool). Unknown names and
-    values that do not parse are FdmErrors naming the flag."""
+    default (bools accept true/false/yes/no/1/0, as the published str2bool; a list default takes
+    every word up to the next --flag, typed like its first item). Unknown names and values that
+    do not parse are FdmErrors naming the flag."""
     out = dict(defaults)
     try:
         words = shlex.split(flags)
@@ -108,16 +109,27 @@ def parse_flags(path: Path, flags: str, defaults: dict[str, Any]) -> dict[str, A
         if not word.startswith("--") or word == "--":
             raise FdmError(f"{path}: --flags: expected --name value, got {word!r}")
         name, eq, value = word[2:].partition("=")
+        name = name.replace("-", "_")
+        if name not in defaults:
+            raise FdmError(f"{path}: --flags: unknown flag --{name} (known: "
+                           f"{', '.join('--' + k for k in sorted(defaults))})")
+        default = defaults[name]
+        if isinstance(default, (list, tuple)):  # nargs="+": the words up to the next --flag
+            values = [value] if eq else []
+            while not eq and i + 1 < len(words) and not words[i + 1].startswith("--"):
+                values, i = values + [words[i + 1]], i + 1
+            if not values:
+                raise FdmError(f"{path}: --flags: --{name} has no value")
+            item = default[0] if default else ""
+            out[name] = [_typed(path, name, v, item) for v in values]
+            i += 1
+            continue
         if not eq:
             if i + 1 >= len(words):
                 raise FdmError(f"{path}: --flags: --{name} has no value")
             value, i = words[i + 1], i + 1
         i += 1
-        name = name.replace("-", "_")
-        if name not in defaults:
-            raise FdmError(f"{path}: --flags: unknown flag --{name} (known: "
-                           f"{', '.join('--' + k for k in sorted(defaults))})")
-        out[name] = _typed(path, name, value, defaults[name])
+        out[name] = _typed(path, name, value, default)
     return out
 
 
