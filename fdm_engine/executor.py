@@ -160,7 +160,7 @@ class Executor:
                 state.finished[task.video].add(task.order)
                 if on_job:
                     on_job(len(latent))
-            state.nfe += len(chunk) * len(self.sampler.timesteps)
+            state.nfe += len(chunk) * self.sampler.nfe  # network evaluations per job
         # Deltas, so counts stay right across a resumed run.
         state.calls += self.model.calls - calls
         state.network_s += self.model.seconds - seconds

@@ -42,9 +42,13 @@ class Sampler:
         """Choose the visited timesteps (decreasing) and reset any multistep state."""
         spacing = spacing or self.config.spacing
         self.config = self.config.replace(steps=num_steps, spacing=spacing)
-        self.timesteps = timesteps_for(self.schedule, num_steps, spacing)  # [n] int64, decreasing
+        self.timesteps = timesteps_for(self.schedule, self.levels_for(num_steps), spacing)  # [n], decreasing
         self.reset()
         return self.timesteps
+
+    def levels_for(self, num_steps: int) -> int:
+        """Distinct levels a sampler of `num_steps` network evaluations visits (one per evaluation)."""
+        return num_steps
 
     def trajectory(self) -> torch.Tensor:
         """[n + 1] levels: the visited timesteps, then -1 (clean)."""
@@ -73,6 +77,16 @@ class Sampler:
 
     def update(self, x0, x_t, t, t_next, noise):  # pragma: no cover - interface
         raise NotImplementedError
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per job (moves of the trajectory)."""
+        return len(self.trajectory()) - 1
+
+    def half_log_snr(self, t: torch.Tensor) -> torch.Tensor:
+        """lambda = log(a / s) at t [B, F], float64; +inf where t < 0 (clean)."""
+        ab = self.schedule.alpha_bar(t)
+        return 0.5 * (torch.log(ab) - torch.log1p(-ab))
 
     def coefs(self, t: torch.Tensor, like: torch.Tensor):
         """alpha-bar, a, s at t, broadcast against `like`, in its dtype."""

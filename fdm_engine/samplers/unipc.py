@@ -1,0 +1,103 @@
+"""UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of
+Diffusion Models", arXiv:2302.04867): UniP-p predictor (Alg. 2) and UniC-p corrector (Alg. 1) in
+data prediction with B(h) = e^h - 1 ("bh2"), multistep, order up to 3.
+
+At each call the model's x0 at the point x_i reached by the last predictor first corrects x_i
+(UniC: the same update recomputed with x0_i included, which raises the order by one at no extra
+evaluation), then the predictor moves the corrected point on. Both solve a small per-frame linear
+system R rho = b in the frame's own step ratios r_k = (lambda_k - lambda_i) / h, so frames at
+different levels in one call each use their own history (`FrameHistory`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fdm_engine.diffusion.schedule import expand_like
+from fdm_engine.samplers.base import Sampler
+from fdm_engine.samplers.history import FrameHistory
+
+
+def _coefficients(h: torch.Tensor, rks: list[torch.Tensor]):
+    """R [.., p, p] (R_jk = r_k^j) and b [.., p] of UniPC's order conditions for step h [..] and
+    ratios rks (the last one 1); phi_1 = e^-h - 1 = B(h)."""
+    hh = -h
+    phi1 = torch.expm1(hh)
+    r = torch.stack(rks, -1)  # [.., p]
+    rows, b = [], []
+    phi_k, fact = phi1 / hh - 1, 1
+    for i in range(1, len(rks) + 1):
+        rows.append(r ** (i - 1))
+        b.append(phi_k * fact / phi1)
+        fact *= i + 1
+        phi_k = phi_k / hh - 1 / fact
+    return torch.stack(rows, -2), torch.stack(b, -1), phi1
+
+
+class UniPCSampler(Sampler):
+    """UniPC-bh2, predictor order up to `order` (3), with the corrector on every step after the first."""
+
+    order = 3
+
+    def reset(self) -> None:
+        self.history = FrameHistory(self.order)
+        self._last = None  # (x before the last predictor, its order [B, F], pending [B, F])
+
+    def _combine(self, x, t_from, t_to, depth: torch.Tensor, extra=None):
+        """The UniP (extra None) or UniC (extra = x0 at the new point) update from (x, t_from) to t_to
+        using history entries 0..depth-1 (entry 0 at t_from); one result per order 1..self.order,
+        selected per frame by `depth`."""
+        lam, lam_to = self.half_log_snr(t_from), self.half_log_snr(t_to)
+        # Frames that do not move (or end clean, which returns x0) get a dummy finite step.
+        h = torch.where((t_from >= 0) & (t_to >= 0) & (t_to != t_from), lam_to - lam, torch.ones_like(lam))
+        lam = torch.where(t_from >= 0, lam, torch.zeros_like(lam))
+        _, a_n, s_n = self.coefs(t_to, x)
+        _, _, s_t = self.coefs(t_from, x)
+        m0 = self.history.x0[0]
+        out = None
+        for p in range(1, self.order + 1):
+            rks, d1s = [], []
+            for k in range(1, p):
+                lam_k = self.history.lam_or(k, lam - k * h)  # fallback: distinct, finite, unused
+                rks.append((lam_k - lam) / h)
+                d1s.append((self.history.x0_or(k, m0) - m0) / expand_like(rks[-1], x))
+            R, b, phi1 = _coefficients(h, rks + [torch.ones_like(h)])
+            phi1 = expand_like(phi1, x)
+            res = (s_n / s_t) * x - a_n * phi1 * m0
+            if extra is None:  # predictor: rho solves the first p-1 order conditions
+                if p == 1:
+                    rho = None
+                elif p == 2:
+                    rho = torch.full(h.shape + (1,), 0.5, dtype=h.dtype)  # the paper's choice for UniP-2
+                else:
+                    rho = torch.linalg.solve(R[..., :-1, :-1], b[..., :-1])
+                terms = d1s
+            else:  # corrector: all p conditions, the new x0 as the last difference
+                rho = torch.full(h.shape + (1,), 0.5, dtype=h.dtype) if p == 1 else torch.linalg.solve(R, b)
+                terms = d1s + [extra - m0]
+            if rho is not None:
+                corr = sum(expand_like(rho[..., k], x) * d for k, d in enumerate(terms))
+                res = res - a_n * phi1 * corr
+            out = res if out is None else torch.where(expand_like(depth == p, x).bool(), res, out)
+        return out
+
+    def update(self, x0, x_t, t, t_next, noise):
+        if self._last is not None:  # correct the point each pending frame's last predictor reached
+            x_prev, t_prev, order_prev, pending = self._last
+            pending = pending & (t >= 0)
+            if bool(pending.any()):
+                corrected = self._combine(x_prev, t_prev, t, order_prev, extra=x0)
+                x_t = torch.where(expand_like(pending, x_t).bool(), corrected, x_t)
+        moved = (t_next != t) & (t >= 0)
+        self.history.push(x0, self.half_log_snr(t), moved)
+        order = self.history.available(t.shape).clamp(max=self.order)
+        out = torch.where(expand_like(t_next < 0, x_t).bool(), x0, self._combine(x_t, t, t_next, order))
+        # Frames that did not move have nothing pending: they were corrected now, or had no predictor.
+        self._last = (x_t, t.clone(), order, moved & (t_next >= 0))
+        return torch.where(expand_like(moved, x_t).bool(), out, x_t)
+
+
+class UniPC2Sampler(UniPCSampler):
+    """UniPC-bh2 with predictor order up to 2."""
+
+    order = 2
