@@ -128,10 +128,12 @@ class SpatialAttention(nn.Module):
 class AttentionBlock(nn.Module):
     """Temporal attention then spatial attention, both pre-norm residual. x [B*F, C, H, W]."""
 
+    temporal_cls, spatial_cls = TemporalAttention, SpatialAttention  # variants subclass with others
+
     def __init__(self, channels: int, num_heads: int, embed_dim: int):
         super().__init__()
-        self.temporal = TemporalAttention(channels, num_heads, embed_dim)
-        self.spatial = SpatialAttention(channels, num_heads)
+        self.temporal = self.temporal_cls(channels, num_heads, embed_dim)
+        self.spatial = self.spatial_cls(channels, num_heads)
 
     def forward(self, x: torch.Tensor, ctx: FrameContext) -> torch.Tensor:
         return self.spatial(self.temporal(x, ctx))

@@ -23,7 +23,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from fdm_engine.models.attention import FrameContext, RelativePositionNet, SpatialAttention
+from fdm_engine.models.attention import AttentionBlock, FrameContext, RelativePositionNet, SpatialAttention
 from fdm_engine.models.blocks import group_norm, zero_module
 
 
@@ -67,13 +67,7 @@ class PublishedSpatialAttention(SpatialAttention):
     residual_from_norm = True
 
 
-class PublishedAttentionBlock(nn.Module):
+class PublishedAttentionBlock(AttentionBlock):
     """Temporal then spatial attention, published form. x [B*F, C, H, W]."""
 
-    def __init__(self, channels: int, num_heads: int, embed_dim: int):
-        super().__init__()
-        self.temporal = PublishedTemporalAttention(channels, num_heads, embed_dim)
-        self.spatial = PublishedSpatialAttention(channels, num_heads)
-
-    def forward(self, x: torch.Tensor, ctx: FrameContext) -> torch.Tensor:
-        return self.spatial(self.temporal(x, ctx))
+    temporal_cls, spatial_cls = PublishedTemporalAttention, PublishedSpatialAttention

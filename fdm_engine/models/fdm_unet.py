@@ -105,7 +105,7 @@ class Stage(nn.ModuleList):
         for layer in self:
             if isinstance(layer, ResBlock):
                 h = layer(h, emb)
-            elif isinstance(layer, (AttentionBlock, PublishedAttentionBlock)):
+            elif isinstance(layer, AttentionBlock):  # and its variants
                 h = layer(h, ctx)
             else:
                 h = layer(h)
