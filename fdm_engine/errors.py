@@ -1,7 +1,6 @@
-"""The one error type users see: a one-line message naming the bad value; the CLI exits 2 on it."""
+"""`FdmError`, the one error type users see (defined in fdm_common.errors; this name is the one
+fdm_engine code imports)."""
 
+from fdm_common.errors import FdmError
 
-class FdmError(Exception):
-    """A user mistake (bad flag, bad file, bad value). Message is one line, no traceback shown."""
-
-    exit_code = 2
+__all__ = ["FdmError"]

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from fdm_engine.errors import FdmError
+from fdm_common.errors import FdmError
 
 IMPLS = ("ref", "triton", "cpu")
 ENV_VAR = "FDM_KERNELS"

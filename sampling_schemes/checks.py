@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from fdm_engine.errors import FdmError
+from fdm_common.errors import FdmError
 from sampling_schemes.job import Job
 
 

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from fdm_engine.errors import FdmError
+from fdm_common.errors import FdmError
 from sampling_schemes.checks import check_args
 from sampling_schemes.job import Job, OpenJob
 from sampling_schemes.plan import Plan

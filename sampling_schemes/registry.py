@@ -6,8 +6,8 @@ import dataclasses
 import re
 from typing import Any, Callable, Iterable, Iterator
 
-from fdm_engine.errors import FdmError
-from fdm_engine.registry import Registry
+from fdm_common.errors import FdmError
+from fdm_common.registry import Registry
 from sampling_schemes.adaptive import AdaptiveScheme
 from sampling_schemes.autoreg import autoreg, long_range
 from sampling_schemes.checks import check_args, plan_problems

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fdm_engine.errors import FdmError
+from fdm_common.errors import FdmError
 
 COMPLEX = (torch.complex32, torch.complex64, torch.complex128)
 

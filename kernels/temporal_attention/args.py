@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fdm_engine.errors import FdmError
+from fdm_common.errors import FdmError
 
 
 def check_attention_args(q, k, v, rel, mask) -> None:
