@@ -8,7 +8,7 @@ Layers (the temporal layer of a video UNet, each as pre-norm residual block on x
   softmax (FDM_KERNELS=ref).
 - attention-sdpa: the same layer without relative encodings, so it runs through
   F.scaled_dot_product_attention (fused; no F x F probabilities kept).
-- bi-s4d-conv: kernels.BiS4D (forward + time-reversed S4D summed, MLP 512) with the published
+- bi-s4d-conv: fdm_engine.models.ssm_layers.BiS4D (forward + time-reversed S4D summed, MLP 512) with the published
   convolution form (Vandermonde kernel + FFT).
 - bi-s4d-scan: the same layer with S4D in its chunked scan form (kernels.diag_scan).
 Fixed: batch 1, C = 128 channels, 8 x 8 positions, 4 heads x 32 (attention), N/2 = 256 modes and
@@ -86,7 +86,7 @@ def build_layer(layer: str, frames: int):
     else:
         from torch import nn
 
-        from kernels import BiS4D, BiS4DConfig
+        from fdm_engine.models.ssm_layers import BiS4D, BiS4DConfig
 
         chunk = int(os.environ.get("FDM_BENCH_SCAN_CHUNK", "0"))
         cfg = BiS4DConfig(CHANNELS, STATE_SIZE, MLP_HIDDEN, mode=layer.rsplit("-", 1)[-1], chunk=chunk)

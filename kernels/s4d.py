@@ -1,5 +1,6 @@
-"""S4D: a diagonal state-space layer (Gu et al. 2022, "On the parameterization and initialization
-of diagonal state space models"), as used per channel by the bidirectional SSM temporal layer.
+"""S4D ops: the diagonal state-space convolution (Gu et al. 2022, "On the parameterization and
+initialization of diagonal state space models") in its two exact forms. The layer that owns the
+parameters (S4D, and the bidirectional BiS4D built from it) is fdm_engine.models.ssm_layers.
 
 Per channel h (H channels) and mode n (N/2 complex modes; N = `state_size`):
 
@@ -33,40 +34,11 @@ Layout: u, y are [B, H, L] (channels first, the FFT axis last).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from fdm_engine.config import Config
-from fdm_engine.errors import FdmError
 from kernels.diag_scan import diag_scan
-
-MODES = ("scan", "conv")
-
-
-@dataclass(frozen=True)
-class S4DConfig(Config):
-    """Constructor arguments of S4D. `chunk=0` picks the scan chunk length automatically."""
-
-    channels: int
-    state_size: int = 512  # N: N/2 complex modes per channel (the SSM paper's "SSM hidden dims")
-    dt_min: float = 1e-3
-    dt_max: float = 1e-1
-    mode: str = "scan"
-    chunk: int = 0
-
-    def __post_init__(self):
-        if self.channels < 1:
-            raise FdmError(f"S4DConfig.channels must be >= 1 (got {self.channels})")
-        if self.state_size < 2 or self.state_size % 2:
-            raise FdmError(f"S4DConfig.state_size must be even and >= 2 (got {self.state_size})")
-        if not 0 < self.dt_min <= self.dt_max:
-            raise FdmError(f"S4DConfig needs 0 < dt_min <= dt_max (got {self.dt_min}, {self.dt_max})")
-        if self.mode not in MODES:
-            raise FdmError(f"S4DConfig.mode must be one of {', '.join(MODES)} (got {self.mode!r})")
-        if self.chunk < 0:
-            raise FdmError(f"S4DConfig.chunk must be >= 0 (got {self.chunk})")
 
 
 def discretize(log_dt, log_A_real, A_imag, C):
@@ -224,39 +196,3 @@ def s4d_scan(
     uc = nn.functional.pad(u, (0, nc * T - L)).view(B, H, nc, T)  # padding after the end: causal, harmless
     y = _S4DScan.apply(uc, dtA, Ct, D, impl)  # [B, H, nc, T]
     return y.reshape(B, H, nc * T)[:, :, :L]
-
-
-class S4D(nn.Module):
-    """S4D core: y [B, H, L] = causal SSM convolution of u [B, H, L] + D u (no activation/mixing)."""
-
-    Config = S4DConfig
-
-    def __init__(self, config: S4DConfig):
-        super().__init__()
-        self.config = config
-        H, N2 = config.channels, config.state_size // 2
-        log_dt = torch.rand(H) * (math.log(config.dt_max) - math.log(config.dt_min)) + math.log(config.dt_min)
-        self.log_dt = nn.Parameter(log_dt)  # [H]
-        self.log_A_real = nn.Parameter(torch.full((H, N2), math.log(0.5)))  # Re A = -1/2
-        self.A_imag = nn.Parameter(math.pi * torch.arange(N2, dtype=torch.float32).repeat(H, 1))  # Im A = pi n
-        self.C = nn.Parameter(torch.view_as_real(torch.randn(H, N2, dtype=torch.complex64)))  # [H, N2, 2]
-        self.D = nn.Parameter(torch.randn(H))
-
-    def discrete(self):
-        """(dtA, C~) [H, N2] complex for the current parameters (see `discretize`)."""
-        return discretize(self.log_dt, self.log_A_real, self.A_imag, torch.view_as_complex(self.C))
-
-    def forward(self, u: torch.Tensor, mode: str | None = None) -> torch.Tensor:
-        """u [B, H, L] -> y [B, H, L]; `mode` overrides the config's ("scan" or "conv")."""
-        mode = mode or self.config.mode
-        if u.ndim != 3 or u.shape[1] != self.config.channels:
-            raise FdmError(f"S4D expects u [B, {self.config.channels}, L] (got {tuple(u.shape)})")
-        dtA, Ct = self.discrete()
-        u_c = u.to(torch.promote_types(u.dtype, torch.float32))  # FFTs and complex powers: fp32 at least
-        if mode == "conv":
-            y = s4d_conv(u_c, dtA, Ct, self.D)
-        elif mode == "scan":
-            y = s4d_scan(u_c, dtA, Ct, self.D, self.config.chunk)
-        else:
-            raise FdmError(f"S4D mode must be one of {', '.join(MODES)} (got {mode!r})")
-        return y.to(u.dtype)

@@ -244,6 +244,32 @@ def test_bad_metadata(tmp_path, model, change, match):
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
 
 
+def test_checkpoint_with_the_former_ssm_version_field_loads(tmp_path):
+    """Checkpoints written before `ssm_version` ("v16" | "v8") became `ssm_mix` ("sum" | "glu")
+    rebuild the same model and load its weights."""
+    import json
+
+    from fdm_engine.models.vdm_unet import SSMUNet, SSMUNetConfig
+
+    torch.manual_seed(0)
+    model = SSMUNet(SSMUNetConfig(image_size=8, channels=1, base_channels=16, channel_mult=(1,), num_res_blocks=1,
+                                  attention_resolutions=(8,), num_heads=2, num_frames=4, ssm_state_size=4,
+                                  ssm_mlp_hidden=8, ssm_mix="glu")).eval()
+    path = save_checkpoint(tmp_path / "old.safetensors", model, DIFFUSION)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    old = json.loads(meta["model_config"])
+    old["ssm_version"] = "v8"
+    del old["ssm_mix"]
+    write_safetensors(path, raw_tensors(path), {**meta, "model_config": json.dumps(old)})
+    loaded = load_checkpoint(path).model
+    assert loaded.config == model.config and loaded.config.ssm_mix == "glu"
+    x = torch.randn(1, 4, 1, 8, 8)
+    args = (torch.arange(4)[None], torch.full((1, 4), 0.5), torch.zeros(1, 4, dtype=torch.bool))
+    with torch.no_grad():
+        assert torch.equal(loaded(x, *args), model(x, *args))
+
+
 class _Payload:
     """Unpickling this creates `marker`: what a hostile checkpoint would do, made harmless."""
 

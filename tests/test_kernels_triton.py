@@ -118,7 +118,8 @@ def test_scan_dispatch_picks_triton_when_forced(monkeypatch):
 
 
 def test_s4d_scan_form_with_triton_scan_equals_conv_form():
-    from kernels.s4d import S4D, S4DConfig, s4d_conv, s4d_scan
+    from fdm_engine.models.ssm_layers import S4D, S4DConfig
+    from kernels.s4d import s4d_conv, s4d_scan
 
     torch.manual_seed(0)
     m = S4D(S4DConfig(channels=4, state_size=8)).to(DEVICE)

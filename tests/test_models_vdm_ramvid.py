@@ -18,13 +18,6 @@ from fdm_engine.models.temporal_layers import (
 )
 from fdm_engine.models.vdm_unet import SSMUNet, SSMUNetConfig, VDMUNet, VDMUNetConfig
 
-try:
-    import kernels.bi_ssm  # noqa: F401
-
-    HAVE_BI_S4D = True
-except ImportError:
-    HAVE_BI_S4D = False
-needs_bi_s4d = pytest.mark.skipif(not HAVE_BI_S4D, reason="kernels.bi_ssm (bi-s4d) not importable")
 
 # 16 px, two levels: spatial + temporal layers at 16, 8 and in the middle; GroupNorm(16).
 SMALL = {
@@ -41,7 +34,7 @@ SMALL = {
         attention_resolutions=(16, 8), num_heads=2, num_frames=8,
     ),
 }
-NAMES = [n for n in SMALL if n != "ssm" or HAVE_BI_S4D]
+NAMES = list(SMALL)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -187,7 +180,6 @@ def test_relative_buckets():
     assert (b[300 + 128:] == b[300 + 300]).all()  # clipped beyond max_distance
 
 
-@needs_bi_s4d
 def test_ssm_sees_order_not_gaps():
     model = make_model("ssm")
     x, _, levels, observed = make_inputs(1, 4)
@@ -272,8 +264,6 @@ PRESET_NAMES = {
 
 @pytest.mark.parametrize("name,preset", [(n, p) for n, ps in PRESET_NAMES.items() for p in ps])
 def test_presets_exist_and_build(name, preset):
-    if name == "ssm" and not HAVE_BI_S4D:
-        pytest.skip("bi-s4d not importable")
     cfg = model_preset(name, preset)
     assert isinstance(cfg, MODELS.get(name).Config)
     assert type(cfg).from_json(cfg.to_json()) == cfg

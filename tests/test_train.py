@@ -59,6 +59,15 @@ def test_every_model_has_a_tiny_preset_that_round_trips(model):
     assert cfg.model_config["image_size"] == 32
 
 
+@pytest.mark.parametrize("given", [{"ssm_version": "v8"}, {"ssm_version": 8}, {"ssm_mix": "8"}, {"ssm_mix": "glu"}])
+def test_seed_s4d_version_names_select_the_glu_mix(given):
+    """`--model-option ssm_version=v8` (the former field name) or the seed's `8` select mix "glu"
+    and replace the preset's value rather than sit beside it."""
+    cfg = resolve(TrainConfig(dataset="bouncing-balls", model="ssm", preset="tiny", model_config=given))
+    assert cfg.model_config["ssm_mix"] == "glu" and "ssm_version" not in cfg.model_config
+    assert resolve(TrainConfig(dataset="bouncing-balls", model="ssm", preset="tiny")).model_config["ssm_mix"] == "sum"
+
+
 def test_seed_presets_hold_the_documented_settings():
     carla = resolve(TrainConfig(preset="fdm-carla"))
     assert (carla.model, carla.dataset, carla.clip_length, carla.batch_size) == ("fdm", "carla_no_traffic", 1000, 2)

@@ -34,7 +34,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     dataset = merged.dataset
     if not dataset:
         raise FdmError(f"--dataset is required (preset {preset.name!r} names none)")
-    model_config = trainer.model_config(merged, {**preset.model_config(), **cfg.model_config})
+    model_config = trainer.model_config(merged, {**preset.model_config(), **_current_names(model, cfg.model_config)})
     model_config = _checked_model_config(model, model_config)
     resolved = merged.replace(
         model=model, preset=preset.name, model_config=model_config,
@@ -84,6 +84,14 @@ def _model_name(cfg: TrainConfig) -> str:
     if cfg.model and owner and owner != cfg.model:
         raise FdmError(f"--preset {cfg.preset} is a preset of --model {owner}, not {cfg.model}")
     return cfg.model or owner or "fdm"
+
+
+def _current_names(model: str, model_config: dict) -> dict:
+    """The user's model config overrides under the fields' current names (e.g. ssm_version -> ssm_mix),
+    so they replace the preset's value rather than sit beside it."""
+    from fdm_engine.models import MODELS
+
+    return MODELS.get(model).Config.current_names(model_config)
 
 
 def _checked_model_config(model: str, model_config: dict) -> dict:

@@ -8,15 +8,14 @@ per frame. Layers are looked up by name in TEMPORAL_LAYERS (plug-ins: entry-poin
     layer(x [B*F, C, H, W], ctx: TemporalContext) -> [B*F, C, H, W]      residual included
 
 `config` is the model's config; a layer reads the fields it needs from it (attn: `num_heads`,
-`rel_buckets`, `rel_max_distance`; bi-s4d: `ssm_state_size`, `ssm_mlp_hidden`, `ssm_version`).
+`rel_buckets`, `rel_max_distance`; bi-s4d: `ssm_state_size`, `ssm_mlp_hidden`, `ssm_mix`).
 
 Built in:
 - "attn": VDM's temporal attention with a learned relative position bias (T5-style buckets of
   d = frame_index[query] - frame_index[key], one bias per head per bucket). Order enters only
   through d, so the output is unchanged by a constant shift of all frame indices, and any slot
   order works. Padding slots attend only to padding (masked).
-- "bi-s4d": the SSM paper's bidirectional S4D layer (kernels.bi_ssm.BiS4D), imported from
-  `kernels` on first construction. An SSM sees a sequence, not indices: frames are put in
+- "bi-s4d": the SSM paper's bidirectional S4D layer (fdm_engine.models.ssm_layers.BiS4D). An SSM sees a sequence, not indices: frames are put in
   ascending frame-index order (padding last) for the scan and put back afterwards, and gaps
   between indices are ignored (frames 3, 7, 8 are scanned as three consecutive steps). Padding
   is isolated exactly: S4D is linear and time-invariant from a zero state, so real frames are
@@ -35,9 +34,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from fdm_engine.errors import FdmError
 from fdm_engine.models.attention import padding_mask
 from fdm_engine.models.blocks import group_norm, zero_module
+from fdm_engine.models.ssm_layers import BiS4D, BiS4DConfig
 from fdm_engine.registry import Registry
 
 TEMPORAL_LAYERS: Registry = Registry("temporal layer", group="fdm.temporal_layers")
@@ -162,7 +161,7 @@ class BiS4DTemporal(TemporalLayer):
     def __init__(self, channels: int, mixer: nn.Module):
         super().__init__()
         self.norm = group_norm(channels)
-        self.mixer = mixer  # kernels.bi_ssm.BiS4D: mix([N, F, C]) -> [N, F, C]
+        self.mixer = mixer  # ssm_layers.BiS4D: mix([N, F, C]) -> [N, F, C]
         zero_module(mixer.fc2)  # the residual branch starts at zero, like every other in the UNet
 
     def forward(self, x: torch.Tensor, ctx: TemporalContext) -> torch.Tensor:
@@ -185,16 +184,9 @@ class BiS4DTemporal(TemporalLayer):
 
 @TEMPORAL_LAYERS.register("bi-s4d")
 def bi_s4d_layer(channels: int, config) -> TemporalLayer:
-    """SSM temporal layer: kernels.bi_ssm.BiS4D(channels, `config.ssm_state_size`,
-    `config.ssm_mlp_hidden`, `config.ssm_version`)."""
-    try:
-        from kernels.bi_ssm import (  # first use only: no kernels import at load
-            BiS4D,
-            BiS4DConfig,
-        )
-    except ImportError as e:
-        raise FdmError(f"temporal layer 'bi-s4d' needs the fdm `kernels` package importable ({e})") from e
-    mixer = BiS4D(BiS4DConfig(channels, config.ssm_state_size, config.ssm_mlp_hidden, config.ssm_version))
+    """SSM temporal layer: BiS4D(channels, `config.ssm_state_size`, `config.ssm_mlp_hidden`,
+    `config.ssm_mix`)."""
+    mixer = BiS4D(BiS4DConfig(channels, config.ssm_state_size, config.ssm_mlp_hidden, config.ssm_mix))
     return BiS4DTemporal(channels, mixer)
 
 

@@ -49,6 +49,7 @@ from fdm_engine.models.blocks import (
     zero_module,
 )
 from fdm_engine.models.fdm_unet import DEFAULT_CHANNEL_MULT
+from fdm_engine.models.ssm_layers import mix_name
 from fdm_engine.models.temporal_layers import (
     TEMPORAL_LAYERS,
     TemporalContext,
@@ -154,8 +155,12 @@ class VDMUNetConfig(Config):
     temporal_resolutions=() means the attention resolutions (a temporal layer after each spatial
     attention, as in VDM). `num_frames` is the clip length the model is trained and sampled with
     (the default K for schemes); the network itself accepts any number of frames.
-    The ssm_* fields configure the "bi-s4d" temporal layer and are unused by "attn".
+    The ssm_* fields configure the "bi-s4d" temporal layer and are unused by "attn"; `ssm_mix`
+    is "sum" or "glu" (models.ssm_layers; the seed's `--s4d_version` 16 / 8 and the former field
+    `ssm_version` are accepted).
     """
+
+    RENAMED = {"ssm_version": "ssm_mix"}
 
     image_size: int = 32
     channels: int = 3
@@ -173,10 +178,11 @@ class VDMUNetConfig(Config):
     rel_max_distance: int = 128
     ssm_state_size: int = 512
     ssm_mlp_hidden: int = 512
-    ssm_version: str = "v16"
+    ssm_mix: str = "sum"
 
     def __post_init__(self):
         name = type(self).__name__
+        object.__setattr__(self, "ssm_mix", mix_name(self.ssm_mix))  # the seed's 16 / v8 stored as sum / glu
         check_unet_shape(self, name, attention_levels=set(self.attention_resolutions) | set(self.temporal_resolutions))
         for field in ("num_frames", "ssm_state_size", "ssm_mlp_hidden"):
             if getattr(self, field) < 1:
@@ -232,12 +238,12 @@ VDM_PRESETS: dict[str, VDMUNetConfig] = {
 
 def _ssm_paper(image_size: int, num_frames: int) -> SSMUNetConfig:
     # Seed 000's table: base 64, mults (1, 2, 4, 8), time embedding 1024 (2 linears), 8 heads,
-    # SSM state 512 and MLP 512 (bi-s4d v16). Temporal layers at every level, as in its UNet.
+    # SSM state 512 and MLP 512 (bi-s4d, directions summed: the seed's v16). Temporal layers at every level, as in its UNet.
     levels = tuple(image_size >> i for i in range(4))
     return SSMUNetConfig(
         image_size=image_size, channels=3, base_channels=64, channel_mult=(1, 2, 4, 8), num_res_blocks=2,
         attention_resolutions=(16, 8), num_heads=8, embed_dim=1024, num_frames=num_frames,
-        temporal_resolutions=levels, ssm_state_size=512, ssm_mlp_hidden=512, ssm_version="v16",
+        temporal_resolutions=levels, ssm_state_size=512, ssm_mlp_hidden=512, ssm_mix="sum",
     )
 
 
