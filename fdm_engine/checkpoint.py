@@ -37,8 +37,10 @@ _SHOW = 3  # offending keys named in a mismatch message
 
 
 @dataclasses.dataclass
-class LoadedCheckpoint:
-    """A model rebuilt from a checkpoint, in eval mode, with the weights the caller asked for."""
+class LoadedDenoiser:
+    """A denoiser ready to sample, in eval mode: a model rebuilt from a checkpoint (with the
+    weights the caller asked for), or the oracle (`fdm_engine.denoisers.load_denoiser`; its
+    `path` is the spec). `diffusion` is the noise process it was trained for."""
 
     model: nn.Module
     diffusion: DiffusionConfig
@@ -109,7 +111,7 @@ def save_checkpoint(path, model: nn.Module, diffusion: DiffusionConfig,
     return path
 
 
-def load_checkpoint(path, device="cpu", use_ema: bool = True) -> LoadedCheckpoint:
+def load_checkpoint(path, device="cpu", use_ema: bool = True) -> LoadedDenoiser:
     """Rebuild the model saved at `path` and load its weights (EMA ones when present and use_ema).
 
     Raises FdmError when the file is missing, corrupt, unsafe, or its weights do not match the
@@ -121,7 +123,7 @@ def load_checkpoint(path, device="cpu", use_ema: bool = True) -> LoadedCheckpoin
     used_ema = use_ema and bool(ema)
     model.load_state_dict(ema if used_ema else weights, strict=True)
     model.to(device).eval()
-    return LoadedCheckpoint(model=model, diffusion=diffusion, model_name=raw.meta["model"],
+    return LoadedDenoiser(model=model, diffusion=diffusion, model_name=raw.meta["model"],
                             extra=raw.meta["extra"], path=path, used_ema=used_ema)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fdm_engine.checkpoint import LoadedCheckpoint, load_checkpoint
+from fdm_engine.checkpoint import LoadedDenoiser, load_checkpoint
 from fdm_engine.diffusion.schedule import DiffusionConfig, NoiseSchedule
 from fdm_engine.models.oracle import GaussianProcessOracle, parse_oracle_spec
 
@@ -13,14 +13,14 @@ def is_oracle(spec: str) -> bool:
     return str(spec).startswith("oracle:")
 
 
-def load_denoiser(spec: str, device="cpu", use_ema: bool = True) -> LoadedCheckpoint:
+def load_denoiser(spec: str, device="cpu", use_ema: bool = True) -> LoadedDenoiser:
     """A checkpoint path (.safetensors or .pt: ours, or one a published codebase wrote that
     fdm_engine.published recognises) or 'oracle:<kernel>[:key=value,...]'."""
     if is_oracle(spec):
         diffusion = DiffusionConfig()
         model = GaussianProcessOracle(parse_oracle_spec(spec), NoiseSchedule(diffusion)).to(device)
-        return LoadedCheckpoint(model=model, diffusion=diffusion, model_name="oracle", extra={},
-                                path=Path(spec), used_ema=False)
+        return LoadedDenoiser(model=model, diffusion=diffusion, model_name="oracle", extra={},
+                              path=Path(spec), used_ema=False)
     from fdm_engine.published import detect_format, load_published
 
     published = detect_format(spec)
@@ -29,7 +29,7 @@ def load_denoiser(spec: str, device="cpu", use_ema: bool = True) -> LoadedCheckp
     return load_checkpoint(spec, device=device, use_ema=use_ema)
 
 
-def default_clip_denoised(loaded: LoadedCheckpoint) -> bool:
+def default_clip_denoised(loaded: LoadedDenoiser) -> bool:
     """Whether samplers clamp x0 predictions to [-1, 1] unless told: yes for trained models (every
     dataset is served in [-1, 1], and the published samplers clamp by default), no for the oracle,
     whose Gaussian data is unbounded (clamping would break its exact scores)."""

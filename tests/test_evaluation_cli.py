@@ -92,7 +92,7 @@ def test_video_after_a_real_sample_run(capsys, tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["scheme", "nosuch", "--length", "50"], "unknown sampling scheme"),
     (["scheme", "autoreg", "--length", "30", "--n-obs", "40"], "--n-obs must be < --length"),
-    (["scheme", "autoreg", "--length", "50", "--oracle", "oracle:nokernel"], "unknown GP kernel"),
+    (["scheme", "autoreg", "--length", "50", "--oracle", "oracle:nokernel"], "unknown GP covariance"),
     (["scheme", "adaptive-autoreg", "--length", "50"], "no exact score"),
     (["scheme", "autoreg", "--length", "50", "--sampler", "nosuch"], "unknown sampler"),
     (["schemes", "--length", "50"], "--all"),

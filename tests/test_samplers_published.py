@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fdm_engine.checkpoint import LoadedCheckpoint
+from fdm_engine.checkpoint import LoadedDenoiser
 from fdm_engine.denoisers import default_clip_denoised, load_denoiser
 from fdm_engine.diffusion import DiffusionConfig, NoiseSchedule, timesteps_for
 from fdm_engine.samplers import SAMPLERS, make_sampler
@@ -95,8 +95,8 @@ def test_clip_denoised_clamps_x0_for_every_sampler(name):
 
 def test_clip_denoised_default_follows_the_model():
     assert default_clip_denoised(load_denoiser("oracle:ou")) is False
-    trained = LoadedCheckpoint(model=ConstantX0(0.0), diffusion=DiffusionConfig(), model_name="fdm", extra={},
-                               path=None, used_ema=True)
+    trained = LoadedDenoiser(model=ConstantX0(0.0), diffusion=DiffusionConfig(), model_name="fdm", extra={},
+                             path=None, used_ema=True)
     assert default_clip_denoised(trained) is True
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from fdm_engine.checkpoint import LoadedCheckpoint
+from fdm_engine.checkpoint import LoadedDenoiser
 from fdm_engine.conditioning import Conditioning, load_conditioning
 from fdm_engine.denoisers import default_clip_denoised
 from fdm_engine.diffusion.schedule import DiffusionConfig, NoiseSchedule
@@ -45,8 +45,8 @@ def prepare_sampling(cfg, model, model_name: str, diffusion: DiffusionConfig, fr
     from fdm_engine.sample_run import SampleConfig
 
     get_scheme(cfg.sample_scheme)
-    loaded = LoadedCheckpoint(model=model, diffusion=diffusion, model_name=model_name,
-                              extra={"dataset": cfg.dataset}, path=Path(cfg.run_dir), used_ema=True)
+    loaded = LoadedDenoiser(model=model, diffusion=diffusion, model_name=model_name,
+                            extra={"dataset": cfg.dataset}, path=Path(cfg.run_dir), used_ema=True)
     split = _conditioning_split(cfg)
     length = cfg.sample_length or _video_length(cfg, split)
     n_obs = cfg.sample_n_obs if cfg.sample_n_obs is not None else min(36, length // 4)

@@ -58,7 +58,6 @@ MIXED = {
     "mixed_5b": (256, 160, 320, 32, 128, 128),
     "mixed_5c": (384, 192, 384, 48, 128, 128),
 }
-BRANCHES = ("branch_0", "branch_1a", "branch_1b", "branch_2a", "branch_2b", "branch_3")
 
 
 def default_weights_path() -> Path:

@@ -26,7 +26,6 @@ from fdm_engine.evaluation.sampler_map import num_steps, sampler_job_map
 from fdm_engine.samplers import SAMPLERS, Sampler, make_sampler, run_job
 
 DEFAULT_JOB = (tuple(range(10)), tuple(range(10, 20)))
-SPACING_NAMES = ("linspace", "trailing", "logsnr", "karras")
 
 
 @dataclasses.dataclass(frozen=True)

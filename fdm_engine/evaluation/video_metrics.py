@@ -17,8 +17,6 @@ Frames are uint8 [..., H, W, C] (viewing space, `fdm_engine.video_io`); metrics 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -132,8 +130,3 @@ def revisit_summary(per_video: list[dict[str, np.ndarray]], bins: int = 10) -> d
 
 def _mean_or_none(v: np.ndarray) -> float | None:
     return float(v.mean()) if v.size else None
-
-
-def psnr_of_mse(mse: float) -> float:
-    """The PSNR (dB) of a mean squared error on the 0..255 scale."""
-    return 10 * math.log10(DATA_RANGE**2 / mse)

@@ -24,20 +24,22 @@ from fdm_engine.diffusion.schedule import NoiseSchedule, expand_like
 from fdm_engine.errors import FdmError
 from fdm_engine.registry import Registry
 
-KERNELS: Registry = Registry("GP kernel", group="fdm.kernels")
+# Covariance functions k(d) of the frame-index difference d. Plug-ins: entry-point group
+# "fdm.covariances" ("fdm.kernels", its former name, still loads with a deprecation warning).
+COVARIANCES: Registry = Registry("GP covariance", group="fdm.covariances", former_groups=("fdm.kernels",))
 
 
-@KERNELS.register("ou")
+@COVARIANCES.register("ou")
 def ou(d: torch.Tensor, lengthscale: float, **_) -> torch.Tensor:
     return torch.exp(-d.abs() / lengthscale)
 
 
-@KERNELS.register("se")
+@COVARIANCES.register("se")
 def se(d: torch.Tensor, lengthscale: float, **_) -> torch.Tensor:
     return torch.exp(-(d**2) / (2 * lengthscale**2))
 
 
-@KERNELS.register("periodic")
+@COVARIANCES.register("periodic")
 def periodic(d: torch.Tensor, lengthscale: float, period: float, weight: float, **_) -> torch.Tensor:
     return (1 - weight) * torch.exp(-d.abs() / lengthscale) + weight * torch.cos(2 * math.pi * d / period)
 
@@ -53,7 +55,7 @@ class OracleConfig(Config):
     size: int = 8
 
     def __post_init__(self):
-        KERNELS.get(self.kernel)  # raises FdmError for unknown kernels
+        COVARIANCES.get(self.kernel)  # raises FdmError for unknown covariances
         for name in ("lengthscale", "period", "scale"):
             if not getattr(self, name) > 0:
                 raise FdmError(f"oracle {name} must be > 0 (got {getattr(self, name)})")
@@ -100,7 +102,7 @@ class GaussianProcessOracle(nn.Module):
         f = frame_indices.to(torch.float64)
         d = f[..., :, None] - f[..., None, :]
         c = self.config
-        k = KERNELS.get(c.kernel)(d, lengthscale=c.lengthscale, period=c.period, weight=c.weight)
+        k = COVARIANCES.get(c.kernel)(d, lengthscale=c.lengthscale, period=c.period, weight=c.weight)
         return c.scale**2 * k
 
     def posterior_x0(self, x: torch.Tensor, frame_indices: torch.Tensor, noise_levels: torch.Tensor,

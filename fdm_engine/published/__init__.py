@@ -38,7 +38,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from fdm_engine.checkpoint import LoadedCheckpoint, check_suffix, read_torch_file, save_checkpoint
+from fdm_engine.checkpoint import LoadedDenoiser, check_suffix, read_torch_file, save_checkpoint
 from fdm_engine.diffusion.schedule import DiffusionConfig
 from fdm_engine.errors import FdmError
 from fdm_engine.models import build_model
@@ -221,7 +221,7 @@ def read_published(path, name: str, flags: str | None = None, config_file=None) 
     return fmt.read(path, flags, config_file)
 
 
-def build_published(path, loaded: LoadedPublished, name: str, device="cpu") -> LoadedCheckpoint:
+def build_published(path, loaded: LoadedPublished, name: str, device="cpu") -> LoadedDenoiser:
     """Our model with the published weights, in eval mode, as `load_checkpoint` returns one."""
     path = Path(path)
     try:
@@ -230,12 +230,12 @@ def build_published(path, loaded: LoadedPublished, name: str, device="cpu") -> L
         raise FdmError(f"{path}: {e}") from None
     model.load_state_dict(loaded.state_dict, strict=True)
     model.to(device).eval()
-    return LoadedCheckpoint(model=model, diffusion=loaded.diffusion, model_name=loaded.model_name,
-                            extra=_extra(path, loaded, name), path=path, used_ema=loaded.used_ema)
+    return LoadedDenoiser(model=model, diffusion=loaded.diffusion, model_name=loaded.model_name,
+                          extra=_extra(path, loaded, name), path=path, used_ema=loaded.used_ema)
 
 
 def load_published(path, name: str | None = None, flags: str | None = None, config_file=None,
-                   device="cpu", notify: Callable[[str], None] | None = None) -> LoadedCheckpoint:
+                   device="cpu", notify: Callable[[str], None] | None = None) -> LoadedDenoiser:
     """Read and build a published checkpoint (format detected when `name` is None); notes go to
     `notify` (stderr by default), once."""
     path = Path(path)
@@ -249,7 +249,7 @@ def load_published(path, name: str | None = None, flags: str | None = None, conf
 
 
 def convert_published(src, dst, name: str | None = None, flags: str | None = None, config_file=None,
-                      notify: Callable[[str], None] | None = None) -> LoadedCheckpoint:
+                      notify: Callable[[str], None] | None = None) -> LoadedDenoiser:
     """Write the published checkpoint `src` as our checkpoint `dst` (.safetensors or .pt): our
     model's weights, bit-exact, plus the diffusion settings and conventions in the metadata."""
     check_suffix(dst)  # before reading
