@@ -70,6 +70,42 @@ def loop_scan(a, x, reverse=False):
     return h
 
 
+
+# Incoming gradients as autograd may hand them to a custom backward: lazy conjugate and negative
+# views (the gradient through `h.conj()` is a conjugate view), a transposed layout and a
+# stride-0 broadcast. Each maps a dense gradient to a view of the same shape.
+GRAD_VIEWS = {
+    "conj": lambda g: g.conj(),
+    "neg": torch._neg_view,
+    "conj-neg": lambda g: torch._neg_view(g.conj()),
+    "transposed": lambda g: g.transpose(-1, -2).contiguous().transpose(-1, -2),
+    "broadcast": lambda g: g[:1].expand(g.shape),
+}
+REAL_GRAD_VIEWS = [name for name in GRAD_VIEWS if "conj" not in name]  # conj of a real tensor is no view
+
+
+def check_incoming_gradient(fn, ref_fn, inputs, view: str, tol: float) -> None:
+    """fn(*inputs) backpropagates the gradient view GRAD_VIEWS[view](g) as ref_fn does its values."""
+    out, ref = fn(*inputs), ref_fn(*inputs)
+    g = GRAD_VIEWS[view](torch.randn(ref.shape, dtype=ref.dtype).to(ref.device))
+    assert g.is_conj() or g.is_neg() or not g.is_contiguous(), f"{view}: not the layout under test"
+    want = torch.autograd.grad(ref, inputs, g.resolve_conj().resolve_neg().clone(), retain_graph=True)
+    got = torch.autograd.grad(out, inputs, g)
+    for i, (w, o) in enumerate(zip(want, got)):
+        assert_close(f"{view}: gradient of input {i}", w, o, tol)
+
+
+def check_conj_loss(scan, a, x, tol: float) -> None:
+    """The issue's case: (scan(a, x).conj() * g).real.sum().backward() gives the reference's gradients."""
+    a, x = a.detach().requires_grad_(), x.detach().requires_grad_()
+    g = torch.randn(x.shape, dtype=x.dtype).to(x.device)
+    (scan(a, x).conj() * g).real.sum().backward()
+    a_ref, x_ref = a.detach().requires_grad_(), x.detach().requires_grad_()
+    (diag_scan_ref(a_ref, x_ref).conj() * g).real.sum().backward()
+    assert_close("da", a_ref.grad, a.grad, tol)
+    assert_close("dx", x_ref.grad, x.grad, tol)
+
+
 SCAN_SHAPES = [(1, 1, 1), (2, 3, 7), (1, 5, 33), (3, 2, 63), (2, 4, 100)]
 
 
@@ -103,6 +139,31 @@ def test_scan_cpu_matches_ref_with_gradients(shape, reverse, dtype):
     ga, gx = torch.autograd.grad(out, (a, x), g)
     assert_close("da", ga_ref, ga, tol)
     assert_close("dx", gx_ref, gx, tol)
+
+
+@pytest.mark.parametrize("view", list(GRAD_VIEWS))
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_scan_cpu_backward_takes_any_incoming_gradient(view, reverse):
+    a, x = (t.requires_grad_() for t in random_scan_inputs(2, 3, 9))
+    check_incoming_gradient(lambda a, x: diag_scan_cpu(a, x, reverse), lambda a, x: diag_scan_ref(a, x, reverse),
+                            (a, x), view, TOLERANCES[torch.complex64])
+
+
+def test_scan_cpu_conj_loss_and_view_inputs():
+    a, x = random_scan_inputs(2, 3, 9)
+    check_conj_loss(diag_scan_cpu, a, x, TOLERANCES[torch.complex64])
+    ref = diag_scan_ref(a.conj().resolve_conj(), -x)
+    assert_close("conj/neg inputs", ref, diag_scan_cpu(a.conj(), torch._neg_view(x)), TOLERANCES[torch.complex64])
+
+
+@pytest.mark.parametrize("view", REAL_GRAD_VIEWS)
+def test_s4d_scan_backward_takes_any_incoming_gradient(view):
+    """s4d_scan's autograd.Function (row-block recomputation) against autograd through s4d_conv."""
+    m = make_s4d(H=3, N=8)
+    dtA, Ct = m.discrete()
+    u = torch.randn(2, 3, 20, dtype=torch.float64, requires_grad=True)
+    inputs = (u, dtA, Ct, m.D)
+    check_incoming_gradient(lambda *t: s4d_scan(*t, chunk=4, impl="cpu"), s4d_conv, inputs, view, 1e-9)
 
 
 @pytest.mark.parametrize("impl", ["ref", "cpu"])
@@ -266,16 +327,11 @@ def test_attention_bad_arguments():
 # ---- the Triton suite, under the interpreter ---------------------------------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the Triton tests run natively in this process")
-def test_triton_kernels_under_interpreter():
-    """Runs tests/test_kernels_triton.py in a child with TRITON_INTERPRET=1 (this process unaffected).
-
-    FDM_TRITON_SLOW=1 includes the tests marked slow.
-    """
+def run_triton_suite(*pytest_args: str) -> str:
+    """Runs tests/test_kernels_triton.py (with `pytest_args`) in a child with TRITON_INTERPRET=1,
+    this process unaffected; asserts it passed and returns pytest's summary line."""
     pytest.importorskip("triton")
-    marks = [] if os.environ.get("FDM_TRITON_SLOW") == "1" else ["-m", "not slow"]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_kernels_triton.py", *marks]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_kernels_triton.py", *pytest_args]
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     env.pop("FDM_KERNELS", None)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -283,6 +339,24 @@ def test_triton_kernels_under_interpreter():
     print(f"interpreter suite: {summary}")
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in summary, summary
+    return summary
+
+
+NATIVE_TRITON = pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the Triton tests run natively in this process")
+
+
+@pytest.mark.slow
+@NATIVE_TRITON
+def test_triton_kernels_under_interpreter():
+    """The whole Triton suite under the interpreter. FDM_TRITON_SLOW=1 includes the tests marked slow."""
+    run_triton_suite(*([] if os.environ.get("FDM_TRITON_SLOW") == "1" else ["-m", "not slow"]))
+
+
+@NATIVE_TRITON
+def test_triton_scan_backward_takes_a_conjugate_gradient():
+    """The reported failure, kept in the fast set: backward of (h.conj() * g).real.sum() through
+    the Triton scan (a conjugate-view gradient); the slow suite runs every gradient layout."""
+    run_triton_suite("-k", "incoming_gradient_scan_triton_conj_loss")
 
 
 # ---- the benchmark script runs and prints the documented JSON ----------------------------------

@@ -17,7 +17,18 @@ import pytest
 import torch
 
 from kernels.dispatch import interpreting
-from test_kernels import TOLERANCES, assert_close, attention_inputs, loop_scan, random_scan_inputs, shape_id
+from test_kernels import (
+    GRAD_VIEWS,
+    REAL_GRAD_VIEWS,
+    TOLERANCES,
+    assert_close,
+    attention_inputs,
+    check_conj_loss,
+    check_incoming_gradient,
+    loop_scan,
+    random_scan_inputs,
+    shape_id,
+)
 
 ON_GPU = torch.cuda.is_available() and not interpreting()
 pytestmark = [
@@ -194,3 +205,37 @@ def test_attention_dispatch_and_fdm_denoiser_path(monkeypatch):
     assert_close("kernels dispatch", ref, temporal_attention(q, k, v, r, m), 2e-5)
     assert_close("model dispatch", ref, model_dispatch(q, k, v, r, m), 2e-5)
     assert calls == ["triton", "triton"]
+
+
+# ---- incoming gradients in any layout (test_kernels.py runs these in the fast set) -------------
+
+
+@pytest.mark.parametrize("view", list(GRAD_VIEWS))
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_incoming_gradient_scan_triton(view, reverse):
+    a, x = (t.requires_grad_() for t in random_scan_inputs(2, 3, 9, device=DEVICE))
+    check_incoming_gradient(lambda a, x: _triton_scan(a, x, reverse, block_d=4, block_l=16),
+                            lambda a, x: diag_scan_ref(a, x, reverse), (a, x), view, TOLERANCES[torch.complex64])
+
+
+def test_incoming_gradient_scan_triton_conj_loss_and_view_inputs():
+    """The reported failure: backward of (h.conj() * g).real.sum() through the Triton scan."""
+    a, x = random_scan_inputs(2, 3, 9, device=DEVICE)
+    check_conj_loss(lambda a, x: diag_scan(a, x, impl="triton"), a, x, TOLERANCES[torch.complex64])
+    ref = diag_scan_ref(a.conj().resolve_conj(), -x)
+    assert_close("conj/neg inputs", ref, diag_scan(a.conj(), torch._neg_view(x), impl="triton"), TOLERANCES[torch.complex64])
+
+
+@pytest.mark.parametrize("view", REAL_GRAD_VIEWS)
+def test_incoming_gradient_attention_triton(view):
+    q, k, v, r, m = (t.to(DEVICE) for t in attention_inputs(2, 2, 2, 5, 8, dtype=torch.float32))
+    ins = tuple(t.requires_grad_() for t in (q, k, v, r))
+    check_incoming_gradient(lambda *t: _triton_attention(*t, m), lambda *t: temporal_attention_ref(*t, m),
+                            ins, view, TOLERANCES[torch.float32])
+
+
+def test_incoming_gradient_attention_triton_negative_view_inputs():
+    q, k, v, r, m = (t.to(DEVICE) for t in attention_inputs(2, 2, 2, 5, 8, dtype=torch.float32))
+    ref = temporal_attention_ref(-q, k, -v, -r, m)
+    out = _triton_attention(torch._neg_view(q), k, torch._neg_view(v), torch._neg_view(r), m)
+    assert_close("negative-view inputs", ref, out, TOLERANCES[torch.float32])

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from fdm_common.errors import FdmError
+from kernels.tensors import resolved
 
 COMPLEX = (torch.complex32, torch.complex64, torch.complex128)
 
@@ -29,6 +30,7 @@ def check_scan_args(a: torch.Tensor, x: torch.Tensor) -> ScanArgs:
         raise FdmError(f"diag_scan: x must be [B, D, L] (got shape {tuple(x.shape)})")
     if a.device != x.device:
         raise FdmError(f"diag_scan: a and x are on different devices ({a.device} and {x.device})")
+    a, x = resolved(a), resolved(x)  # before the expand: a broadcast `a` stays a small copy
     try:
         a = a.expand(x.shape)
     except RuntimeError:

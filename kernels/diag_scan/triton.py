@@ -29,6 +29,7 @@ import triton
 import triton.language as tl
 
 from kernels.diag_scan.args import check_scan_args
+from kernels.tensors import resolved
 
 DEFAULT_BLOCK_D = 16
 DEFAULT_BLOCK_L = 64
@@ -179,7 +180,7 @@ class _DiagScanTriton(torch.autograd.Function):
     def backward(ctx, dh):
         a, h = ctx.saved_tensors
         reverse, block_d, block_l = ctx.cfg
-        da, dx = scan_backward(a, h, dh.to(h.dtype), reverse, block_d, block_l)
+        da, dx = scan_backward(a, h, resolved(dh).to(h.dtype), reverse, block_d, block_l)
         return da.to(a.dtype), dx, None, None, None
 
 

@@ -49,6 +49,7 @@ import triton
 import triton.language as tl
 
 from kernels.temporal_attention.args import check_attention_args
+from kernels.tensors import resolved
 
 LOG2E = 1.4426950408889634
 DEFAULT_BLOCK = 16  # query and key tile; R tiles are BLOCK x BLOCK x D, so keep them small
@@ -273,9 +274,9 @@ class _TemporalAttentionTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, rel, mask, block_m, block_n):
         B, S, NH, F, D = q.shape
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        q, k, v = (resolved(t).contiguous() for t in (q, k, v))
         has_rel, has_mask = rel is not None, mask is not None
-        rel_c = rel.contiguous() if has_rel else q  # dummy pointer when absent (never read)
+        rel_c = resolved(rel).contiguous() if has_rel else q  # dummy pointer when absent (never read)
         mask_c = mask.to(torch.int8).contiguous() if has_mask else q
         o = torch.empty_like(q)
         lse = torch.empty(B * S * NH, F, device=q.device, dtype=torch.float32)
@@ -295,7 +296,7 @@ class _TemporalAttentionTriton(torch.autograd.Function):
         q, k, v, rel_c, mask_c, o, lse = ctx.saved_tensors
         has_rel, has_mask, block_m, block_n, block_d, rel_dtype = ctx.cfg
         B, S, NH, F, D = q.shape
-        do = do.contiguous().to(q.dtype)
+        do = resolved(do).contiguous().to(q.dtype)
         delta = (do.float() * o.float()).sum(-1).reshape(B * S * NH, F)  # Delta_i = dO_i . out_i
         scale = D**-0.5
         common = dict(HAS_MASK=has_mask, DOT_PREC=_dot_precision(q.dtype), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d)
