@@ -67,7 +67,7 @@ def plan_options(f):
 
 def sampler_options(f):
     f = click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM noise.")(f)
-    f = click.option("--spacing", default="logsnr", show_default=True, help="Timestep spacing.")(f)
+    f = click.option("--spacing", default="logsnr", show_default=True, help="Timestep spacing (or FILE.json of timesteps).")(f)
     f = click.option("--steps", type=int, default=25, show_default=True, help="Sampler steps per job.")(f)
     return click.option("--sampler", default="exact", show_default=True,
                         help="Job sampler: exact (draw from the exact conditional) or a real one (ddpm, ddim, ...).")(f)
@@ -191,7 +191,7 @@ def schemes_cmd(names, all_, levels, length, n_obs, max_frames, step_size, oracl
 @eval_.command("sampler")
 @click.argument("name")
 @click.option("--steps", type=int, default=25, show_default=True)
-@click.option("--spacing", default="logsnr", show_default=True, help="linspace, trailing, logsnr, karras.")
+@click.option("--spacing", default="logsnr", show_default=True, help="linspace, trailing, logsnr, karras, or FILE.json (timesteps).")
 @click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM noise.")
 @oracle_option
 @click.option("--observed", default="0-9", show_default=True, help="Observed frames of the job ('none': none).")
@@ -222,38 +222,153 @@ def sampler_cmd(name, steps, spacing, eta, oracle_spec, observed, latent, mc, se
         click.echo(f"Monte-Carlo:    {m['kl']:.4f} +- {m['se']:.4f} from {m['n']} pixels")
 
 
+@eval_.command("optimize-steps")
+@click.argument("name")
+@click.option("--steps", type=int, default=10, show_default=True, help="Network evaluations per job (NFE).")
+@click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM noise.")
+@oracle_option
+@click.option("--observed", default="0-9", show_default=True, help="Observed frames of the job ('none': none).")
+@click.option("--latent", default="10-19", show_default=True, help="Latent frames of the job.")
+@click.option("--max-evaluations", type=int, default=400, show_default=True,
+              help="Budget of exact-KL evaluations for the optimiser.")
+@click.option("--transfer/--no-transfer", default=True, show_default=True,
+              help="Also score the schedule on other oracle settings (kernels, lengthscales, observed sets).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
+              help="Where to write the schedule (JSON; use it as `--spacing FILE.json`).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="KL vs iteration plot [default: OUT with .png].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def optimize_steps_cmd(name, steps, eta, oracle_spec, observed, latent, max_evaluations, transfer, out, plot,
+                       as_json, quiet):
+    """Timesteps for NAME at --steps network evaluations that minimise the exact KL of one job
+    with the oracle (optimised over their log-SNR positions, from logsnr spacing).
+
+    \b
+    Writes OUT (JSON: "timesteps" plus how it was made, and how it transfers to other settings)
+    and a plot of KL vs iteration. Example:
+    fdm eval optimize-steps dpm++2m --steps 10 --oracle oracle:periodic --out steps10.json
+    fdm sample ckpt.pt --sampler dpm++2m --spacing steps10.json
+    """
+    from tqdm import tqdm
+
+    from fdm_engine.evaluation.plots import plot_optimisation
+    from fdm_engine.evaluation.sampler_optimize import optimise_steps, transfer_report
+    from fdm_engine.evaluation.sampler_score import check_job
+    from fdm_engine.files import write_text_atomic
+    from fdm_engine.samplers import SAMPLERS
+
+    SAMPLERS.get(name)
+    if not 1 <= steps <= 1000:
+        raise FdmError(f"--steps must be in 1..1000 (got {steps})")
+    if max_evaluations < 1:
+        raise FdmError(f"--max-evaluations must be >= 1 (got {max_evaluations})")
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise FdmError(f"--out {out}: folder {out.parent} does not exist")
+    oracle, _ = _oracle(oracle_spec)
+    obs, lat = check_job(_ints(observed, "--observed"), _ints(latent, "--latent"))
+    with tqdm(total=max_evaluations, unit="KL", desc=f"optimising {name} {steps}", disable=quiet or None) as bar:
+        def tick(i, best):
+            bar.update(1)
+            bar.set_postfix(kl=f"{best:.3g}", refresh=False)
+
+        result = optimise_steps(oracle, name, steps, obs, lat, eta, max_evaluations, on_evaluation=tick)
+    report = {**result.to_dict(), "nfe": steps if name != "heun" else 2 * len(result.timesteps) - 1,
+              "oracle": oracle_spec, "observed": list(obs), "latent": list(lat), "eta": eta}
+    if transfer:
+        report["transfer"] = transfer_report(result, lambda spec: _oracle(spec)[0], eta)
+    write_text_atomic(out, json.dumps(report, indent=1))
+    plot = Path(plot) if plot else out.with_suffix(".png")
+    plot_optimisation(result.history, plot, f"{name}, {steps} NFE, {oracle_spec}")
+    if as_json:
+        click.echo(json.dumps({**report, "plot": str(plot)}))
+        return
+    click.echo(f"{name}, {steps} network evaluations: exact KL {result.kl:.4g} (logsnr spacing {result.kl_logsnr:.4g}) "
+               f"after {result.evaluations} evaluations")
+    click.echo("timesteps: " + ", ".join(f"{t:.1f}" for t in result.timesteps))
+    for r in report.get("transfer", []):
+        where = f"  {r['oracle']:<52} obs {len(r['observed']):>2} lat {len(r['latent']):>2}: "
+        click.echo(where + (r["error"] if "error" in r else
+                            f"logsnr {r['kl_logsnr']:.3g} -> optimised {r['kl_optimised']:.3g}"))
+    click.echo(f"wrote {out} and {plot}")
+
+
 @eval_.command("samplers")
+@click.option("--all", "all_", is_flag=True,
+              help="Also optimise the timesteps of every sampler at every step count up to --optimise-upto "
+                   "(the 'optimised' rows; slow: --max-evaluations exact KLs each).")
 @click.option("--samplers", "names", default="all", show_default=True, help="Comma-separated samplers, or all.")
 @click.option("--spacings", default="all", show_default=True, help="Comma-separated spacings, or all.")
-@click.option("--steps", default=DEFAULT_STEPS, show_default=True, help="Step counts.")
+@click.option("--steps", default=DEFAULT_STEPS, show_default=True, help="Network evaluations per job (NFE).")
+@click.option("--optimised", "files", multiple=True, type=click.Path(dir_okay=False),
+              help="Schedules from `fdm eval optimize-steps` to add as 'optimised' rows (repeatable).")
+@click.option("--optimise-upto", type=int, default=25, show_default=True, help="With --all: largest NFE optimised.")
+@click.option("--max-evaluations", type=int, default=150, show_default=True, help="With --all: KLs per optimisation.")
+@click.option("--target", type=float, default=5e-4, show_default=True,
+              help="KL the recommendation must reach (the issue's: DDPM at 1000 steps, 3.7e-4).")
 @click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM noise.")
 @oracle_option
 @click.option("--observed", default="0-9", show_default=True, help="Observed frames of the job.")
 @click.option("--latent", default="10-19", show_default=True, help="Latent frames of the job.")
 @click.option("--out", type=click.Path(dir_okay=False), default="eval_samplers.png", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
-def samplers_cmd(names, spacings, steps, eta, oracle_spec, observed, latent, out, as_json):
-    """Exact KL against steps for every sampler and spacing: how many steps each one needs."""
+def samplers_cmd(all_, names, spacings, steps, files, optimise_upto, max_evaluations, target, eta, oracle_spec,
+                 observed, latent, out, as_json):
+    """Exact KL against network evaluations for every sampler and spacing: how many steps each one
+    needs, and the fewest evaluations that reach --target."""
+    import dataclasses
+
+    import torch
+    from tqdm import tqdm
+
     from fdm_engine.diffusion import SPACINGS
+    from fdm_engine.diffusion.spacing import load_spacing_file
     from fdm_engine.evaluation.plots import plot_samplers
-    from fdm_engine.evaluation.sampler_score import sweep
+    from fdm_engine.evaluation.sampler_optimize import make, optimise_steps
+    from fdm_engine.evaluation.sampler_score import check_job, score_sampler, sweep
     from fdm_engine.samplers import SAMPLERS
 
     oracle, schedule = _oracle(oracle_spec)
     names = _names(names, SAMPLERS.names(), "--samplers")
     spacings = _names(spacings, SPACINGS.names(), "--spacings")
     counts = _ints(steps, "--steps")
-    obs, lat = _ints(observed, "--observed"), _ints(latent, "--latent")
+    obs, lat = check_job(_ints(observed, "--observed"), _ints(latent, "--latent"))
+    optimised = []
+    for f in files:  # check every file before the long sweep
+        data = json.loads(Path(f).read_text()) if Path(f).is_file() else None
+        ts = load_spacing_file(f, schedule)
+        if not isinstance(data, dict) or data.get("sampler") not in SAMPLERS.names() or "steps" not in data:
+            raise FdmError(f"--optimised {f}: not an `fdm eval optimize-steps` file (needs sampler and steps)")
+        optimised.append((data["sampler"], int(data["steps"]), ts))
     scores = sweep(oracle, schedule, names, spacings, counts, eta, obs, lat)
+    if all_:
+        jobs = [(n, k) for n in names for k in counts if k <= optimise_upto]
+        for n, k in tqdm(jobs, desc="optimising schedules", unit="schedule", disable=None):
+            r = optimise_steps(oracle, n, k, obs, lat, eta, max_evaluations)
+            optimised.append((n, k, torch.tensor(r.timesteps, dtype=torch.float64)))
+    for n, k, ts in optimised:
+        scores.append(dataclasses.replace(score_sampler(oracle, make(n, schedule, k, ts, eta), obs, lat),
+                                          spacing="optimised"))
     plot_samplers(scores, out, f"{oracle.config.kernel} oracle, job observes {len(obs)} / generates {len(lat)} frames")
+    good = sorted((s for s in scores if s.kl <= target), key=lambda s: (s.steps_run, s.kl))
+    best = good[0] if good else None
+    pick = None if best is None else {"sampler": best.sampler, "spacing": best.spacing, "nfe": best.steps_run,
+                                      "kl": best.kl}
     if as_json:
-        click.echo(json.dumps({"png": out, "results": [s.to_dict() for s in scores]}))
+        click.echo(json.dumps({"png": out, "results": [s.to_dict() for s in scores], "fewest_nfe": pick}))
         return
-    click.echo(f"{'sampler':<12}{'spacing':<10}" + "".join(f"{n:>11}" for n in counts))
-    for name in names:
-        for sp in spacings:
-            kls = {s.steps: s.kl for s in scores if s.sampler == name and s.spacing == sp}
-            click.echo(f"{name:<12}{sp:<10}" + "".join(f"{kls[n]:>11.3g}" for n in counts))
+    click.echo(f"exact KL (nats) by network evaluations per job; job observes {list(obs)}, generates {list(lat)}")
+    click.echo(f"{'sampler':<13}{'spacing':<11}" + "".join(f"{n:>10}" for n in counts))
+    rows = dict.fromkeys((s.sampler, s.spacing) for s in scores)
+    for name, sp in rows:
+        kls = {s.steps: s.kl for s in scores if s.sampler == name and s.spacing == sp}
+        click.echo(f"{name:<13}{sp:<11}" + "".join(f"{kls[n]:>10.3g}" if n in kls else f"{'':>10}" for n in counts))
+    if pick:
+        click.echo(f"fewest evaluations reaching KL <= {target:g}: {pick['sampler']} {pick['spacing']} at "
+                   f"{pick['nfe']} NFE (KL {pick['kl']:.3g})")
+    else:
+        click.echo(f"no setting reaches KL <= {target:g}")
     click.echo(f"wrote {out}")
 
 

@@ -21,9 +21,13 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
               help="Frames per video. [default: the conditioning videos' length]")
 @click.option("--max-frames", type=int, default=None, help="Frames per job (K). [default: the model's]")
 @click.option("--step-size", type=int, default=None, help="Latent frames per job (S). [default: K // 2]")
-@click.option("--sampler", default="dpm++2m", help="Noise sampler: ddpm, ddpm-small, ddim, dpm++2m, ...")
-@click.option("--steps", type=int, default=25, help="Denoising steps per job.")
-@click.option("--spacing", default="logsnr", help="Timestep spacing: linspace, trailing, logsnr, karras.")
+@click.option("--sampler", default="dpm++2m",
+              help="Noise sampler: ddpm, ddpm-small, ddim, dpm++2m, dpm++3m, dpm++2m-sde, unipc, unipc-2, heun.")
+@click.option("--steps", type=int, default=25, help="Network evaluations per job (a Heun step costs 2).")
+@click.option("--spacing", default="logsnr",
+              help="Timestep spacing: linspace (= improved-diffusion's timestep_respacing), trailing, logsnr, "
+                   "karras, or FILE.json: a list of timesteps (e.g. from `fdm eval optimize-steps`), "
+                   "which then sets the steps.")
 @click.option("--eta", type=float, default=0.0, help="DDIM noise (0 = deterministic).")
 @click.option("--clip-denoised/--no-clip-denoised", default=None,
               help="Clamp x0 predictions to the data range [-1, 1] at every step, as the published samplers do. "

@@ -65,6 +65,40 @@ def karras(schedule: NoiseSchedule, n: int, rho: float = 7.0) -> torch.Tensor:
     return _nearest_timesteps(sigmas.log(), targets.log())
 
 
+def is_spacing_file(spacing: str) -> bool:
+    return str(spacing).endswith(".json")
+
+
+def load_spacing_file(path: str, schedule: NoiseSchedule) -> torch.Tensor:
+    """Timesteps [n] float64 from a JSON file: a list of numbers, or an object whose "timesteps"
+    is one (as `fdm eval optimize-steps` writes). Strictly decreasing, within [0, N-1];
+    fractional timesteps interpolate log-SNR. Any problem: one FdmError line naming the file."""
+    import json
+    from pathlib import Path
+
+    where = f"--spacing {path}"
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FdmError(f"{where}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise FdmError(f"{where}: not a JSON file ({e})") from None
+    ts = data.get("timesteps") if isinstance(data, dict) else data
+    if not isinstance(ts, list) or not ts or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and np.isfinite(t) for t in ts):
+        raise FdmError(f"{where}: expected a non-empty list of timesteps (numbers), or {{\"timesteps\": [...]}}")
+    N = schedule.num_steps
+    bad = next((i for i in range(1, len(ts)) if not ts[i] < ts[i - 1]), None)
+    if bad is not None:
+        raise FdmError(f"{where}: timesteps must be strictly decreasing (entry {bad}: {ts[bad]} after {ts[bad - 1]})")
+    if ts[0] > N - 1 or ts[-1] < 0:
+        raise FdmError(f"{where}: timesteps must lie in [0, {N - 1}] (got {ts[0]} .. {ts[-1]})")
+    return torch.tensor(ts, dtype=torch.float64)
+
+
 def timesteps_for(schedule: NoiseSchedule, n: int, spacing: str) -> torch.Tensor:
-    """Decreasing int64 timesteps [n'] (n' <= n when a spacing merges duplicates)."""
+    """Decreasing timesteps [n'] (n' <= n when a spacing merges duplicates); a spacing ending in
+    .json is a file of timesteps (then n is not used)."""
+    if is_spacing_file(spacing):
+        return load_spacing_file(spacing, schedule)
     return SPACINGS.get(spacing)(schedule, n)

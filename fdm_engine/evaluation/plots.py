@@ -45,20 +45,34 @@ def plot_schemes(scores, path, title: str) -> Path:
 
 
 def plot_samplers(scores, path, title: str, floor: float = 1e-8) -> Path:
-    """scores: list of SamplerScore -> KL against steps, a panel per sampler, a line per spacing."""
+    """scores: list of SamplerScore -> KL against network evaluations (NFE: a Heun step costs two),
+    a panel per sampler, a line per spacing."""
     plt = _pyplot()
     samplers = list(dict.fromkeys(s.sampler for s in scores))
     fig, axes = plt.subplots(1, len(samplers), figsize=(4.2 * len(samplers), 4), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], samplers):
         mine = [s for s in scores if s.sampler == name]
         for spacing in dict.fromkeys(s.spacing for s in mine):
-            rows = sorted((s.steps, max(s.kl, floor)) for s in mine if s.spacing == spacing)
+            rows = sorted((s.steps_run, max(s.kl, floor)) for s in mine if s.spacing == spacing)
             ax.plot(*zip(*rows), marker="o", ms=3, label=spacing)
-        ax.set(xscale="log", yscale="log", title=name, xlabel="steps")
+        ax.set(xscale="log", yscale="log", title=name, xlabel="network evaluations per job")
         ax.grid(True, which="both", lw=0.3)
     axes[0][0].set_ylabel("KL to the exact conditional, nats")
     axes[0][-1].legend(fontsize=8)
     fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_optimisation(history: list[float], path, title: str) -> Path:
+    """Best exact KL so far against KL evaluations of an `optimize-steps` run."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(range(1, len(history) + 1), history, lw=1.2)
+    ax.axhline(history[0], ls="--", lw=0.8, color="grey", label=f"logsnr spacing: {history[0]:.3g}")
+    ax.set(yscale="log", xlabel="KL evaluations (Powell)", ylabel="exact KL, nats", title=title)
+    ax.grid(True, which="both", lw=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 

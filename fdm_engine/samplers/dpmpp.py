@@ -42,15 +42,18 @@ class DPMSolverPP2MSampler(Sampler):
         lam_2 = self.history.lam_or(2, lam_1 - h)
         return h, [(lam - lam_1) / h, (lam_1 - lam_2) / h]
 
-    def multistep(self, x_t, t, t_next, lam, lam_n, order, noise):
+    def first_difference(self, x_t, t, t_next, lam, lam_n, order):
+        """(a_next, s_next, s, h, x0, d1): d1 = (x0 - x0_prev) / r_0 where order >= 2, else 0."""
         _, a_n, s_n = self.coefs(t_next, x_t)
         _, _, s_t = self.coefs(t, x_t)
         h, (r0, _) = self.differences(lam, lam_n)
         m0, m1 = self.history.x0[0], self.history.x0_or(1, self.history.x0[0])
-        d1 = (m0 - m1) / expand_like(r0, x_t)
-        second = expand_like(order >= 2, x_t).to(x_t.dtype)
-        phi = expand_like(torch.expm1(-h), x_t)
-        return (s_n / s_t) * x_t - a_n * phi * (m0 + 0.5 * second * d1)
+        d1 = (m0 - m1) / expand_like(r0, x_t) * expand_like(order >= 2, x_t).to(x_t.dtype)
+        return a_n, s_n, s_t, h, m0, d1
+
+    def multistep(self, x_t, t, t_next, lam, lam_n, order, noise):
+        a_n, s_n, s_t, h, m0, d1 = self.first_difference(x_t, t, t_next, lam, lam_n, order)
+        return (s_n / s_t) * x_t - a_n * expand_like(torch.expm1(-h), x_t) * (m0 + 0.5 * d1)
 
 
 class DPMSolverPP3MSampler(DPMSolverPP2MSampler):
@@ -86,11 +89,6 @@ class DPMSolverPP2MSDESampler(DPMSolverPP2MSampler):
     stochastic = True
 
     def multistep(self, x_t, t, t_next, lam, lam_n, order, noise):
-        _, a_n, s_n = self.coefs(t_next, x_t)
-        _, _, s_t = self.coefs(t, x_t)
-        h, (r0, _) = self.differences(lam, lam_n)
-        m0, m1 = self.history.x0[0], self.history.x0_or(1, self.history.x0[0])
-        d1 = (m0 - m1) / expand_like(r0, x_t)
-        second = expand_like(order >= 2, x_t).to(x_t.dtype)
+        a_n, s_n, s_t, h, m0, d1 = self.first_difference(x_t, t, t_next, lam, lam_n, order)
         decay, keep = expand_like(torch.exp(-h), x_t), expand_like(-torch.expm1(-2 * h), x_t)
-        return (s_n / s_t) * decay * x_t + a_n * keep * (m0 + 0.5 * second * d1) + s_n * keep.sqrt() * noise
+        return (s_n / s_t) * decay * x_t + a_n * keep * (m0 + 0.5 * d1) + s_n * keep.sqrt() * noise
