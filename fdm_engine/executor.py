@@ -91,7 +91,7 @@ class Task:
 class Executor:
     """Runs plans with one model and one sampler.
 
-    model: a denoiser (SPEC §2 contract); sampler: a configured Sampler; video_ids[v] is the
+    model: a denoiser (docs/denoiser.md); sampler: a configured Sampler; video_ids[v] is the
     global index of buffer row v (for seeding); `on_round(state)` is called after each round
     (e.g. to save it).
     """

@@ -1,5 +1,5 @@
 """Reconstruction guidance (Ho et al. 2022, "Video Diffusion Models", eq. 7): conditional sampling
-from a model trained unconditionally, as a wrapper under the SPEC §2 denoiser contract.
+from a model trained unconditionally, as a wrapper under the denoiser contract (docs/denoiser.md).
 
 For a job with observed frames a (clean values x^a) and latent frames b at level t, the wrapped
 model sees every real frame as latent at level t: the observed ones noised to

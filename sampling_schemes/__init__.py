@@ -3,7 +3,7 @@
 A job (`Job(observed, latent, level)`, sorted tuples of absolute frame indices) generates its
 latent frames conditioned on its observed ones; |observed| + |latent| <= K, every observed frame
 is done before the job, every frame in [n_obs, T) is generated exactly once. Frames 0..n_obs-1 are
-given; with n_obs = 0 the first job observes nothing and generates K frames (SPEC §5).
+given; with n_obs = 0 the first job observes nothing and generates K frames (docs/schemes.md).
 
 Static schemes, planned ahead in full:
 

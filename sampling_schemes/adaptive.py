@@ -1,4 +1,4 @@
-"""Adaptive schemes (SPEC §5): the latent frames of a static twin, observed frames chosen at run time.
+"""Adaptive schemes (docs/schemes.md): the latent frames of a static twin, observed frames chosen at run time.
 
 The twin's latent frames never depend on what its jobs observe, so the whole sequence of open
 jobs (latent frames + anchors + how many to observe) is known ahead; only the choice among the

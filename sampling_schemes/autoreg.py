@@ -1,4 +1,4 @@
-"""Autoregressive schemes (SPEC §5): `autoreg` and `long-range`.
+"""Autoregressive schemes (docs/schemes.md): `autoreg` and `long-range`.
 
 Both generate the S frames after the newest done frame; they differ in what they look at.
 A planner is a generator `(length, n_obs, max_frames, step_size) -> Iterator[Job]`.

@@ -1,4 +1,4 @@
-"""`hierarchy-N` (SPEC §5): coarse-to-fine generation over N levels, as in the FDM paper.
+"""`hierarchy-N` (docs/schemes.md): coarse-to-fine generation over N levels, as in the FDM paper.
 
 Level 1 is one job spreading S frames over the whole video; level l then walks the video with
 stride(l) = int(((T - |G|)/(S-1)) ** ((N-l)/(N-1))), which is 1 at the last level, so the last

@@ -1,4 +1,4 @@
-"""Plans: the DAG of jobs a scheme produces (SPEC §5, "The DAG").
+"""Plans: the DAG of jobs a scheme produces (docs/schemes.md, "The DAG").
 
 A node per job (node id = `order`, its position in sequential execution order), with attributes
 `job` (the Job), `level` and `order`. An edge u -> v, with attribute `frames`, when job v observes

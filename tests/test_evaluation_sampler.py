@@ -84,7 +84,7 @@ def test_monte_carlo_through_run_job_matches_exact(name, steps, spacing, eta):
 
 
 def test_reproduces_the_prototype_variance_ratios_of_spec_8():
-    """SPEC §8 (data variance 0.09, one unconditional frame): DDPM 1000 -> 1.006; DDIM 50 -> 0.84
+    """docs/oracle.md (data variance 0.09, one unconditional frame): DDPM 1000 -> 1.006; DDIM 50 -> 0.84
     (linspace), 0.90 (logsnr); DPM-Solver++(2M) 25 -> 1.57 (linspace), 1.02 (logsnr)."""
     o = GaussianProcessOracle(OracleConfig("periodic", scale=0.3), SCHED)
     cases = [("ddim", 50, "linspace", 0.84), ("ddim", 50, "logsnr", 0.90), ("dpm++2m", 25, "linspace", 1.57),

@@ -54,7 +54,7 @@ def test_periodic_kernel_autoreg_loses_and_hierarchy_loses_less():
     hier = score_scheme("hierarchy-2", 300, 36, 20, oracle=o)
     assert auto.kl > 1.0
     assert 0 < hier.kl < auto.kl
-    assert auto.jobs == hier.jobs == 27  # SPEC §5 stage count
+    assert auto.jobs == hier.jobs == 27  # docs/schemes.md's reference count
 
 
 def test_propagation_equals_the_explicit_linear_map():

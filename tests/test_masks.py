@@ -1,4 +1,4 @@
-"""Training masks: the FDM sampler (SPEC §4) and RaMViD's, against independent re-implementations
+"""Training masks: the FDM sampler (docs/training.md) and RaMViD's, against independent re-implementations
 written here from the spec text (python's `random`, boolean arrays), compared in distribution."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def spec_group(T: int, K: int, r: random.Random) -> list[int]:
 
 
 def spec_masks(T: int, K: int, r: random.Random) -> tuple[np.ndarray, np.ndarray]:
-    """(observed, latent) boolean [T] arrays, following SPEC §4 line by line."""
+    """(observed, latent) boolean [T] arrays, following docs/training.md line by line."""
     obs, lat = np.zeros(T, bool), np.zeros(T, bool)
     lat[spec_group(T, K, r)] = True
     while True:

@@ -75,7 +75,7 @@ def test_sampler_matches_exact_conditional(name, steps, spacing, pred):
 
 
 def test_few_steps_uniform_in_t_is_measurably_worse():
-    """SPEC §8: DPM-Solver++(2M) at 25 steps over-disperses uniform in t, not in log-SNR;
+    """docs/oracle.md: DPM-Solver++(2M) at 25 steps over-disperses uniform in t, not in log-SNR;
     DDIM at 50 steps under-disperses uniform in t."""
     kl_lin, kl_log = (kl_of("dpm++2m", 25, spacing) for spacing in ("linspace", "logsnr"))
     assert kl_lin > 0.1 and kl_lin > 20 * kl_log, (kl_lin, kl_log)

@@ -1,4 +1,4 @@
-"""Static sampling schemes: SPEC §5 reference cases, fixed flaws, registry, DAG, and properties."""
+"""Static sampling schemes: docs/schemes.md's reference cases, fixed flaws, registry, DAG, and properties."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def as_lists(p: Plan) -> list[tuple[list[int], list[int]]]:
     return [(list(j.observed), list(j.latent)) for j in p.jobs]
 
 
-# --- SPEC reference cases -------------------------------------------------------------------------
+# --- reference cases (docs/schemes.md) ------------------------------------------------------------
 
 def test_hierarchy2_spec_example():
     p = plan("hierarchy-2", length=300, n_obs=36, max_frames=20, step_size=10)

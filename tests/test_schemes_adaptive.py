@@ -82,7 +82,7 @@ def test_planner_follows_static_twin(scheme, twin, n_obs):
 
 
 def test_hierarchy_anchors():
-    # job 2 of the SPEC example generates 37..46: newest done frame 299 (end of job 1), no done frame
+    # job 2 of docs/schemes.md's example generates 37..46: newest done frame 299 (end of job 1), no done frame
     # inside the span, the two nearest before (36, 35) and the nearest after (65)
     scheme = get_scheme("adaptive-hierarchy-2")
     open_jobs = list(scheme.open_jobs(300, 36, 20, 10))

@@ -7,7 +7,7 @@
 
 Trainers by model name (TRAINERS; plug-ins: entry-point group `fdm.trainers`):
 
-    fdm     FDM masks (SPEC §4): random observed/latent subsets of long clips, padding from another
+    fdm     FDM masks (docs/training.md): random observed/latent subsets of long clips, padding from another
             clip, loss over latent frames only
     vdm     unconditional factorised 3D UNet; conditional sampling by reconstruction guidance
     ramvid  random conditioning frames (uncondition_rate, max_num_mask_frames), loss on generated

@@ -22,7 +22,7 @@ TRAINERS: Registry = Registry("trainer", group="fdm.trainers")
 
 @dataclasses.dataclass
 class Batch:
-    """One micro-batch in the denoiser contract's terms (SPEC §2)."""
+    """One micro-batch in the denoiser contract's terms (docs/denoiser.md)."""
 
     x0: torch.Tensor  # [B, F, C, H, W] clean frames
     frame_indices: torch.Tensor  # [B, F] int64
@@ -75,7 +75,7 @@ class Trainer:
                      torch.zeros(B, F, dtype=torch.bool), torch.ones(B, F, dtype=torch.bool))
 
     def sampling_model(self, model, schedule):
-        """The denoiser that periodic sampling runs (conditional under the SPEC §2 contract)."""
+        """The denoiser that periodic sampling runs (conditional, under docs/denoiser.md's contract)."""
         return model
 
     def checkpoint_extra(self) -> dict[str, Any]:

@@ -1,6 +1,6 @@
-"""FDM trainer (Harvey et al. 2022; SPEC §3-§4): random observed/latent frame subsets of long clips.
+"""FDM trainer (Harvey et al. 2022; docs/training.md): random observed/latent frame subsets of long clips.
 
-Each example is a T-frame clip; the SPEC §4 sampler picks up to K frames, some observed (clean,
+Each example is a T-frame clip; the mask sampler (docs/training.md) picks up to K frames, some observed (clean,
 level 0) and some latent (noised, in the loss). Unused slots are filled with frames of another
 clip of the batch, marked invalid so attention keeps them apart and the loss ignores them. The
 loss averages over latent frames only (the published code divided by K).
@@ -70,9 +70,9 @@ for _preset in (
     Preset("fdm-carla", "fdm", "seed 003 README: --batch_size=2 --max_frames 20 --num_res_blocks=1, "
            "CARLA Town01 128 px, T=1000",
            dict(_PAPER, dataset="carla_no_traffic", clip_length=1000, batch_size=2, steps=550_000)),
-    Preset("fdm-minerl", "fdm", "SPEC §3: MineRL 64 px, T=500, K=20",
+    Preset("fdm-minerl", "fdm", "FDM paper: MineRL 64 px, T=500, K=20",
            dict(_PAPER, dataset="minerl", clip_length=500, batch_size=8, steps=550_000)),
-    Preset("fdm-mazes", "fdm", "SPEC §3: GQN mazes 64 px, T=300, K=20",
+    Preset("fdm-mazes", "fdm", "FDM paper: GQN mazes 64 px, T=300, K=20",
            dict(_PAPER, dataset="mazes_cwvae", clip_length=300, batch_size=8, steps=550_000)),
 ):
     register_preset(_preset)

@@ -1,6 +1,6 @@
 """Which frames a training example observes and which it generates.
 
-FDM (SPEC §4, Harvey et al. 2022): for a clip of T frames and a budget of K slots,
+FDM (Harvey et al. 2022; docs/training.md): for a clip of T frames and a budget of K slots,
 
     sample_group(budget): s ~ U{1..budget}; max_scale = T / (s - 0.999)
                           scale = exp(u * log(max_scale)), u ~ U[0, 1)
@@ -56,7 +56,7 @@ def sample_group(length: int, budget: int, rng: np.random.Generator) -> list[int
 
 
 def fdm_selection(length: int, max_frames: int, rng: np.random.Generator) -> FrameSelection:
-    """The observed and latent frames of one FDM training example (SPEC §4).
+    """The observed and latent frames of one FDM training example (docs/training.md).
 
     length: frames in the training clip (T); max_frames: slots the model sees (K). The result
     uses between 1 and K slots; at least one frame is latent.

@@ -1,4 +1,4 @@
-"""Readers for the published FDM datasets, read-only (SPEC section 6).
+"""Readers for the published FDM datasets, read-only (docs/datasets.md).
 
     carla_no_traffic   DIR/video_{i}.pt        uint8 tensor [T, H, W, C] (1000 x 128 x 128 x 3)
                        DIR/coords_{i}.npy      per-frame world coordinates

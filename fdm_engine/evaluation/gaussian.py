@@ -1,4 +1,4 @@
-"""Exact linear-Gaussian propagation of a plan through the analytic oracle (SPEC §8).
+"""Exact linear-Gaussian propagation of a plan through the analytic oracle (docs/oracle.md).
 
 With the oracle every job is an affine-Gaussian map of its observed frames, the same for every
 pixel:

@@ -1,4 +1,4 @@
-"""Exact scheme score: KL(scheme's joint || true GP joint) for one pixel's T frames (SPEC §8).
+"""Exact scheme score: KL(scheme's joint || true GP joint) for one pixel's T frames (docs/oracle.md).
 
     score = score_scheme("hierarchy-2", length=300, n_obs=36, max_frames=20, oracle=oracle)
     score.kl, score.variance_ratio [T], score.cov_error [T] (by frame distance), score.to_dict()

@@ -1,4 +1,4 @@
-"""Denoiser models. Every model follows one contract (SPEC §2):
+"""Denoiser models. Every model follows one contract (docs/denoiser.md):
 
     pred = model(x, frame_indices, noise_levels, observed, valid=None)
     x [B, F, C, H, W], frame_indices [B, F] int64, noise_levels [B, F] (timesteps; 0 on observed),

@@ -1,4 +1,4 @@
-"""The denoiser contract's input check, shared by every model (SPEC §2)."""
+"""The denoiser contract's input check, shared by every model (docs/denoiser.md)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fdm_engine.errors import FdmError
 
 
 def check_contract_inputs(model, x, frame_indices, noise_levels, observed, valid) -> None:
-    """FdmError unless the SPEC §2 inputs have the shapes `model` expects."""
+    """FdmError unless the contract's inputs (docs/denoiser.md) have the shapes `model` expects."""
     who = type(model).__name__
     if x.dim() != 5:
         raise FdmError(f"{who} expects x of shape [B, F, C, H, W] (got {tuple(x.shape)})")

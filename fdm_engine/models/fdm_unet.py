@@ -1,4 +1,4 @@
-"""The FDM denoiser (SPEC §3): a per-frame 2D UNet with temporal + spatial attention blocks.
+"""The FDM denoiser (docs/architectures.md): a per-frame 2D UNet with temporal + spatial attention blocks.
 
 Frames are folded into the batch axis for convolutions and spatial attention; temporal attention
 mixes frames at each spatial position, and frame order reaches the network only through relative

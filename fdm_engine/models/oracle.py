@@ -1,4 +1,4 @@
-"""The analytic oracle: an exact denoiser for Gaussian-process videos (SPEC §8).
+"""The analytic oracle: an exact denoiser for Gaussian-process videos (docs/oracle.md).
 
 Every pixel is an independent zero-mean GP over the frame index with covariance
 scale^2 * k(d), d = difference of frame indices. Given all frames of a job, each seen as
@@ -7,7 +7,7 @@ z_i = a_i * x0_i + s_i * eps_i (observed frames: a = 1, s = 0), the posterior me
     E[x0 | z] = Sigma A (A Sigma A + S^2)^-1 z,
 
 the same matrices for every pixel, so a job costs one F x F solve per batch element. Written this
-way it equals SPEC §8's two-stage form (condition on observed, then on noisy latents).
+way it equals the two-stage form in docs/oracle.md (condition on observed, then on noisy latents).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def parse_oracle_spec(spec: str) -> OracleConfig:
 
 
 class GaussianProcessOracle(nn.Module):
-    """Exact E[x0 | x_t, observed] for GP videos, under the denoiser contract (SPEC §2)."""
+    """Exact E[x0 | x_t, observed] for GP videos, under the denoiser contract (docs/denoiser.md)."""
 
     Config = OracleConfig
     max_frames = None  # any number of frames

@@ -5,7 +5,7 @@ clip's frames, as published). Down-sampling is spatial only unless `scale_time_d
 every level too; attention at the `attention_resolutions` (16 and 8) and in the middle is joint over
 all F*H*W positions of the clip.
 
-How the SPEC section 2 contract maps onto it:
+How the denoiser contract (docs/denoiser.md) maps onto it:
 - noise_levels: RaMViD has one timestep per clip: the time embedding takes the largest level over
   the clip's real frames, i.e. the latent frames' level (observed frames are 0 and given clean).
 - observed: an extra input plane, 1 on conditioning frames (RaMViD's masked frames).

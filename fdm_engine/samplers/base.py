@@ -2,7 +2,7 @@
 
 A sampler moves latent frames from timestep t to t_next (t_next < t; -1 means clean). t and t_next
 are tensors broadcastable to the leading [B, F] dims of the sample, so frames in one call may sit
-at different noise levels (SPEC §2). Frames with t < 0 (observed, clean) are returned unchanged.
+at different noise levels (docs/denoiser.md). Frames with t < 0 (observed, clean) are returned unchanged.
 """
 
 from __future__ import annotations

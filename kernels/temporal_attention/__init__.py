@@ -1,4 +1,4 @@
-"""Temporal attention with contextual relative position encodings (the FDM denoiser's, SPEC §3).
+"""Temporal attention with contextual relative position encodings (the FDM denoiser's, docs/architectures.md).
 
     score_ij = (q_i.k_j + q_i.R_ij + R_ij.k_j) / sqrt(D)   (masked),   out_i = sum_j p_ij (v_j + R_ij)
 
