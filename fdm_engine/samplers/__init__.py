@@ -21,13 +21,15 @@ SAMPLERS.register("unipc-2", UniPC2Sampler)
 SAMPLERS.register("heun", HeunSampler)
 
 
-def make_sampler(name: str, schedule, steps: int = 25, spacing: str = "logsnr", eta: float = 0.0,
-                 clip_denoised: bool = False) -> Sampler:
-    return SAMPLERS.get(name)(schedule, SamplerConfig(steps=steps, spacing=spacing, eta=eta,
+def make_sampler(name: str, schedule, steps: int | None = None, spacing: str | None = None,
+                 eta: float | None = None, clip_denoised: bool = False) -> Sampler:
+    """A configured sampler; unset settings take SamplerConfig's (= SampleConfig's) defaults."""
+    given = {"steps": steps, "spacing": spacing, "eta": eta}
+    return SAMPLERS.get(name)(schedule, SamplerConfig(**{k: v for k, v in given.items() if v is not None},
                                                       clip_denoised=clip_denoised))
 
 
-from fdm_engine.samplers.job import run_job  # noqa: E402  (needs Sampler defined above)
+from fdm_engine.samplers.denoise import run_job  # noqa: E402  (needs Sampler defined above)
 
 __all__ = ["SAMPLERS", "Sampler", "SamplerConfig", "make_sampler", "run_job",
            "DDPMSampler", "DDPMSmallSampler", "DDIMSampler", "DPMSolverPP2MSampler", "DPMSolverPP3MSampler",

@@ -15,13 +15,15 @@ from fdm_engine.config import Config
 from fdm_engine.diffusion.prediction import to_x0
 from fdm_engine.diffusion.schedule import NoiseSchedule, expand_like
 from fdm_engine.diffusion.spacing import timesteps_for
+from fdm_engine.sample_config import SampleConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig(Config):
-    steps: int = 25
-    spacing: str = "logsnr"  # measured best on the oracle (tests/test_samplers.py)
-    eta: float = 0.0  # DDIM only: 0 deterministic, 1 DDPM-like
+    # The defaults are the sampling run's (SampleConfig states them once).
+    steps: int = SampleConfig.steps
+    spacing: str = SampleConfig.spacing
+    eta: float = SampleConfig.eta  # DDIM only: 0 deterministic, 1 DDPM-like
     # Clamp every x0 prediction to the data range [-1, 1], as the published samplers do by default
     # (improved-diffusion's clip_denoised). Off for the oracle: its Gaussian data is unbounded and
     # clamping would break the exact score.

@@ -1,0 +1,113 @@
+"""SampleConfig: every setting of a sampling run, its defaults, and their validation.
+
+This is the one place sampling defaults are stated: `fdm sample`'s options, `fdm eval`'s sampler
+options, the training-time sampler and `make_sampler` read them from here. A bad value is refused
+when the config is made (`__post_init__`), with one line naming the flag and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from fdm_engine.config import Config
+from fdm_engine.errors import FdmError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes 64 bits
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig(Config):
+    model: str = ""
+    scheme: str = "hierarchy-2"
+    # 36 given frames is FDM's evaluation setting (`fdm schemes` and `fdm eval scheme` plan an
+    # unconditional start instead, n_obs = 0, since they need no video).
+    n_obs: int = 36
+    length: int | None = None  # default: the conditioning videos' length
+    max_frames: int | None = None  # default: the model's K (20 for the oracle)
+    step_size: int | None = None  # default: max_frames // 2
+    sampler: str = "dpm++2m"
+    steps: int = 25
+    spacing: str = "logsnr"  # measured best on the oracle (tests/test_samplers.py)
+    eta: float = 0.0  # DDIM only: 0 deterministic, 1 DDPM-like
+    clip_denoised: bool | None = None  # None: the model's default (denoisers.default_clip_denoised)
+    num_videos: int = 1
+    batch_size: int = 0  # 0: 2 on CPU (measured best there), 32 on GPU
+    videos_in_flight: int = 0  # 0: enough videos to fill the batches (= the batch size)
+    seed: int = 0
+    obs: str | None = None
+    data_dir: str | None = None
+    formats: tuple[str, ...] = ("mp4", "npz", "png")
+    save_raw: bool = False
+    fps: int = 10
+    precision: str = "auto"  # network autocast: auto = bf16 on CUDA, fp32 on CPU (see precision.py)
+    device: str = "auto"  # auto = cuda:LOCAL_RANK when available, else cpu
+
+    def __post_init__(self):
+        for problem in _problems(self):
+            raise FdmError(problem)
+
+    # Fields that may differ between a run and its resumption (they do not change the frames).
+    RESUME_FREE = ("formats", "save_raw", "fps", "batch_size", "videos_in_flight")
+
+
+def flag(field: str) -> str:
+    return "--format" if field == "formats" else "--" + field.replace("_", "-")
+
+
+def _at_least(cfg, field: str, low: int, optional: bool = False):
+    v = getattr(cfg, field)
+    if optional and v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        return f"{flag(field)} {v!r}: must be an integer >= {low}"
+    return None
+
+
+def _problems(cfg: SampleConfig):
+    """Yields the first problems found, cheapest checks first."""
+    for field, low, optional in (("n_obs", 0, False), ("length", 1, True), ("max_frames", 2, True),
+                                 ("step_size", 1, True), ("steps", 1, False), ("num_videos", 1, False),
+                                 ("batch_size", 0, False), ("videos_in_flight", 0, False), ("fps", 1, False)):
+        if (p := _at_least(cfg, field, low, optional)) is not None:
+            yield p
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < SEED_LIMIT:
+        yield f"--seed {cfg.seed!r}: must be an integer in [0, 2**64)"
+    if not isinstance(cfg.eta, (int, float)) or not math.isfinite(cfg.eta) or cfg.eta < 0:
+        yield f"--eta {cfg.eta!r}: must be a finite number >= 0"
+    if cfg.precision not in PRECISIONS:
+        yield f"--precision {cfg.precision!r}: choose from {', '.join(PRECISIONS)}"
+    if cfg.device != "auto":
+        yield from _device_problem(cfg.device)
+    yield from _registry_problems(cfg)
+
+
+def _device_problem(device: str):
+    import torch
+
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        yield f"--device {device!r}: not a device (auto, cpu, cuda, cuda:N)"
+
+
+def _registry_problems(cfg: SampleConfig):
+    from fdm_engine.diffusion.spacing import SPACINGS
+    from fdm_engine.samplers import SAMPLERS
+    from fdm_engine.writer import OUTPUT_FORMATS
+    from sampling_schemes import get_scheme
+
+    if not cfg.formats:
+        yield f"--format {','.join(cfg.formats)!r}: name at least one of {', '.join(OUTPUT_FORMATS.names())}"
+    bad = [f for f in cfg.formats if f not in OUTPUT_FORMATS]
+    if bad:
+        yield f"--format {','.join(bad)} unknown (choose from {', '.join(OUTPUT_FORMATS.names())})"
+    get_scheme(cfg.scheme)  # FdmError naming the known schemes
+    SAMPLERS.get(cfg.sampler)
+    SPACINGS.get(cfg.spacing)
+
+
+def option_default(field: str):
+    """The default of a SampleConfig field (for CLI options)."""
+    return next(f.default for f in dataclasses.fields(SampleConfig) if f.name == field)
