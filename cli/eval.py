@@ -8,10 +8,11 @@ from pathlib import Path
 import click
 
 from fdm_engine.errors import FdmError
+from fdm_engine.sample_config import option_default as default
 
-# --monte-carlo samples through a real sampler; this one is near-exact and cheap (25 network calls
-# per job). Its own contribution is computed exactly and printed beside the estimate.
-MC_SAMPLER = ("dpm++2m", 25, "logsnr")
+# --monte-carlo samples through `fdm sample`'s default sampler: near-exact and cheap (25 network
+# calls per job). Its own contribution is computed exactly and printed beside the estimate.
+MC_SAMPLER = (default("sampler"), default("steps"), default("spacing"))
 DEFAULT_STEPS = "10,25,50,100,250,1000"
 
 
@@ -61,14 +62,16 @@ def oracle_option(f):
 def plan_options(f):
     f = click.option("--step-size", type=int, default=None, help="S: latent frames per job [default: K//2].")(f)
     f = click.option("--max-frames", type=int, default=20, show_default=True, help="K: frames per job.")(f)
-    f = click.option("--n-obs", type=int, default=36, show_default=True, help="Given frames 0..n-1.")(f)
+    f = click.option("--n-obs", type=int, default=default("n_obs"), show_default=True,
+                     help="Given frames 0..n-1 (as `fdm sample`).")(f)
     return click.option("--length", type=int, required=True, help="T: frames in the video.")(f)
 
 
 def sampler_options(f):
-    f = click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM noise.")(f)
-    f = click.option("--spacing", default="logsnr", show_default=True, help="Timestep spacing (or FILE.json of timesteps).")(f)
-    f = click.option("--steps", type=int, default=25, show_default=True, help="Sampler steps per job.")(f)
+    f = click.option("--eta", type=float, default=default("eta"), show_default=True, help="DDIM noise.")(f)
+    f = click.option("--spacing", default=default("spacing"), show_default=True, help="Timestep spacing (or FILE.json of timesteps).")(f)
+    f = click.option("--steps", type=int, default=default("steps"), show_default=True,
+                     help="Sampler steps per job.")(f)
     return click.option("--sampler", default="exact", show_default=True,
                         help="Job sampler: exact (draw from the exact conditional) or a real one (ddpm, ddim, ...).")(f)
 
@@ -92,13 +95,14 @@ def eval_():
 def scheme_cmd(scheme, length, n_obs, max_frames, step_size, oracle_spec, sampler, steps, spacing, eta, mc, seed,
                as_json):
     """Exact KL(SCHEME's joint || true GP joint) for one pixel, with the oracle as the model."""
-    from sampling_schemes import get_scheme
+    from sampling_schemes import job_source
 
     from fdm_engine.evaluation.scheme_score import monte_carlo_scheme, score_scheme
 
     oracle, schedule = _oracle(oracle_spec)
     chosen = _sampler(sampler, schedule, steps, spacing, eta)
-    adaptive = get_scheme(scheme).adaptive
+    # A scheme without a fixed plan (adaptive) has no exact score, only a Monte-Carlo one.
+    adaptive = job_source(scheme, length, n_obs, max_frames, step_size).fixed_plan is None
     if adaptive and mc is None:
         raise FdmError(f"{scheme} picks observed frames from the video at run time: it has no exact score; "
                        f"use --monte-carlo N")
@@ -190,9 +194,9 @@ def schemes_cmd(names, all_, levels, length, n_obs, max_frames, step_size, oracl
 
 @eval_.command("sampler")
 @click.argument("name")
-@click.option("--steps", type=int, default=25, show_default=True)
-@click.option("--spacing", default="logsnr", show_default=True, help="linspace, trailing, logsnr, karras, or FILE.json (timesteps).")
-@click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM noise.")
+@click.option("--steps", type=int, default=default("steps"), show_default=True)
+@click.option("--spacing", default=default("spacing"), show_default=True, help="linspace, trailing, logsnr, karras, or FILE.json (timesteps).")
+@click.option("--eta", type=float, default=default("eta"), show_default=True, help="DDIM noise.")
 @oracle_option
 @click.option("--observed", default="0-9", show_default=True, help="Observed frames of the job ('none': none).")
 @click.option("--latent", default="10-19", show_default=True, help="Latent frames of the job.")

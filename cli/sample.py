@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fdm_engine.errors import FdmError
+from fdm_engine.sample_config import PRECISIONS, option_default as default
 
 
 def _formats(ctx, param, value: str) -> tuple[str, ...]:
@@ -15,35 +15,44 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
 
 @click.command(context_settings={"show_default": True})
 @click.argument("model")
-@click.option("--scheme", default="hierarchy-2", help="Sampling scheme (see `fdm schemes list`).")
-@click.option("--n-obs", type=int, default=36, help="Given frames 0..N-1 to condition on; 0 = unconditional.")
+@click.option("--scheme", default=default("scheme"), help="Sampling scheme (see `fdm schemes list`).")
+@click.option("--n-obs", type=int, default=default("n_obs"),
+              help="Given frames 0..N-1 to condition on (36: FDM's evaluation setting); 0 = unconditional.")
 @click.option("--length", type=int, default=None,
               help="Frames per video. [default: the conditioning videos' length]")
 @click.option("--max-frames", type=int, default=None, help="Frames per job (K). [default: the model's]")
 @click.option("--step-size", type=int, default=None, help="Latent frames per job (S). [default: K // 2]")
-@click.option("--sampler", default="dpm++2m",
+@click.option("--sampler", default=default("sampler"),
               help="Noise sampler: ddpm, ddpm-small, ddim, dpm++2m, dpm++3m, dpm++2m-sde, unipc, unipc-2, heun.")
-@click.option("--steps", type=int, default=25, help="Network evaluations per job (a Heun step costs 2).")
-@click.option("--spacing", default="logsnr",
+@click.option("--steps", type=int, default=default("steps"), help="Network evaluations per job (a Heun step costs 2).")
+@click.option("--spacing", default=default("spacing"),
               help="Timestep spacing: linspace (= improved-diffusion's timestep_respacing), trailing, logsnr, "
                    "karras, or FILE.json: a list of timesteps (e.g. from `fdm eval optimize-steps`), "
                    "which then sets the steps.")
-@click.option("--eta", type=float, default=0.0, help="DDIM noise (0 = deterministic).")
-@click.option("--clip-denoised/--no-clip-denoised", default=None,
+@click.option("--eta", type=float, default=default("eta"), help="DDIM noise (0 = deterministic).")
+@click.option("--clip-denoised/--no-clip-denoised", default=default("clip_denoised"),
               help="Clamp x0 predictions to the data range [-1, 1] at every step, as the published samplers do. "
                    "[default: on for checkpoints, off for the oracle]")
-@click.option("--num-videos", type=int, default=1, help="Videos to sample.")
-@click.option("--batch-size", type=int, default=0, help="Jobs per network call (0 = 2 on CPU, 32 on GPU).")
-@click.option("--seed", type=int, default=0, help="Same seed, same videos (whatever the batch size).")
+@click.option("--num-videos", type=int, default=default("num_videos"), help="Videos to sample.")
+@click.option("--batch-size", type=int, default=default("batch_size"),
+              help="Jobs per network call (0 = 2 on CPU, 32 on GPU).")
+@click.option("--videos-in-flight", type=int, default=default("videos_in_flight"),
+              help="Videos held in memory at once; each is written and released when done "
+                   "(0 = the batch size). The frames do not depend on it.")
+@click.option("--seed", type=int, default=default("seed"), help="Same seed, same videos (whatever the batch size).")
+@click.option("--precision", default=default("precision"),
+              help=f"{', '.join(PRECISIONS)}: the network's arithmetic (autocast; the sampler stays fp32, "
+                   "the oracle is always fp32). auto = bf16 on CUDA, fp32 on CPU.")
+@click.option("--device", default=default("device"), help="cpu, cuda, cuda:N; auto = CUDA when available.")
 @click.option("--out", type=click.Path(file_okay=False), default="samples", help="Output folder.")
 @click.option("--obs", default=None,
               help="Conditioning: a video file (.mp4/.gif/.npy) or a dataset NAME[:split[:index]]. "
                    "[default: the test split of the checkpoint's dataset; the oracle draws its own]")
 @click.option("--data-dir", default=None, help="Dataset folder. [default: $FDM_DATA_DIR/NAME or datasets/NAME]")
-@click.option("--format", "formats", default="mp4,npz,png", callback=_formats,
+@click.option("--format", "formats", default=",".join(default("formats")), callback=_formats,
               help="Comma-separated outputs: mp4, gif, npz, png.")
 @click.option("--save-raw", is_flag=True, help="Also store unclipped float frames (`raw`) in the npz.")
-@click.option("--fps", type=int, default=10, help="Frames per second of mp4/gif outputs.")
+@click.option("--fps", type=int, default=default("fps"), help="Frames per second of mp4/gif outputs.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (same settings).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sample(model, out, resume, quiet, **options):
@@ -51,9 +60,11 @@ def sample(model, out, resume, quiet, **options):
     spec such as `oracle:periodic:lengthscale=4,period=24,weight=0.8`.
 
     \b
-    Writes OUT/video_NNNN.{mp4,npz,png,gif} per video and OUT/plan.json (jobs, NFE, rounds,
-    wall time). The state is saved after every round: after an interruption, run the same
-    command with --resume. Under torchrun the videos are split over the ranks.
+    Writes OUT/video_NNNN.{mp4,npz,png,gif} per video as soon as it is done, and OUT/plan.json
+    (jobs, NFE, rounds, wall time). Memory holds --videos-in-flight videos, whatever
+    --num-videos. The state is journaled after every round: after an interruption, run the same
+    command with --resume. An OUT that holds another run is refused. Under torchrun the videos
+    are split over the ranks.
 
     \b
     Example: fdm sample ckpt.pt --scheme hierarchy-2 --n-obs 36
@@ -61,8 +72,6 @@ def sample(model, out, resume, quiet, **options):
     from fdm_engine.sample_run import SampleConfig, Shard, run_sampling
 
     cfg = SampleConfig(model=model, **options)
-    if cfg.batch_size < 0:
-        raise FdmError(f"--batch-size must be >= 0 (got {cfg.batch_size})")
     shard = Shard.from_env()
     summary = run_sampling(cfg, Path(out), resume=resume, shard=shard, progress=not quiet and shard.rank == 0)
     if shard.rank == 0:

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from sampling_schemes import Plan, get_scheme, plan as plan_static
+from sampling_schemes import Plan, job_source
 from sampling_schemes.registry import SCHEMES
 
 DESCRIPTIONS = {
@@ -27,20 +27,19 @@ def plan_options(f):
     f = click.option("--max-frames", type=int, default=20, show_default=True,
                      help="K: frames the model sees at once.")(f)
     f = click.option("--n-obs", type=int, default=0, show_default=True,
-                     help="Given frames 0..n-1 (0: unconditional start).")(f)
+                     help="Given frames 0..n-1 (0: unconditional start, since planning needs no video; "
+                          "`fdm sample` defaults to FDM's 36 given frames).")(f)
     f = click.option("--length", type=int, required=True, help="T: frames in the video.")(f)
     return click.argument("scheme")(f)
 
 
 def make_plan(scheme: str, length: int, n_obs: int, max_frames: int, step_size: int | None) -> Plan:
     """The static plan, or for an adaptive scheme a preview with time as the embedding."""
-    if get_scheme(scheme).adaptive:
-        from sampling_schemes import preview_plan
-
+    source = job_source(scheme, length, n_obs, max_frames, step_size)
+    if source.fixed_plan is None:
         click.echo(f"note: {scheme} picks observed frames from the video at run time; "
                    "this preview uses the frame index as the embedding", err=True)
-        return preview_plan(scheme, length, n_obs, max_frames, step_size)
-    return plan_static(scheme, length, n_obs, max_frames, step_size)
+    return source.preview()
 
 
 @click.group()

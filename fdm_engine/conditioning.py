@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 
@@ -14,40 +15,65 @@ VIDEO_SUFFIXES = (".mp4", ".gif", ".avi", ".npy")
 
 @dataclasses.dataclass
 class Conditioning:
-    given: torch.Tensor  # [V, n_obs, C, H, W], model space
+    """The given frames of every video of a run, loaded one video at a time (so memory does not
+    grow with the number of videos)."""
+
     length: int  # frames to sample per video (T)
     source: str
+    n_obs: int
+    frames_of: Callable[[int], torch.Tensor]  # global video index -> [n_obs, C, H, W], model space
+
+    def given(self, video: int) -> torch.Tensor:
+        return self.frames_of(video)
+
+    def stack(self, videos: Sequence[int]) -> torch.Tensor:
+        """[V, n_obs, C, H, W] for the given videos."""
+        return torch.stack([self.frames_of(v) for v in videos])
 
 
-def load_conditioning(cfg, loaded, video_ids: list[int]) -> Conditioning:
-    """Given frames for the videos `video_ids` of a run configured by `cfg` (a SampleConfig)."""
+def prior_seed(seed: int, video: int) -> int:
+    """The oracle's given frames of one video: a seed per (run seed, video)."""
+    return (seed * 1_000_033 + video) * 2_654_435_761 % (2**63 - 1)
+
+
+def load_conditioning(loaded, *, n_obs: int, length: int | None, num_videos: int, seed: int = 0,
+                      obs: str | None = None, data_dir: str | None = None) -> Conditioning:
+    """Where the given frames of a run of `num_videos` videos come from.
+
+    obs: a video file, a dataset NAME[:split[:index]], or None (the oracle draws from its prior, a
+    checkpoint takes its dataset's test split; nothing when n_obs = 0). length: frames per video
+    (None: the conditioning videos' length).
+    """
     model = loaded.model
     shape = (model.channels, model.image_size, model.image_size)
-    if cfg.obs is None and cfg.n_obs == 0:
-        length = _need_length(cfg, None, "--n-obs 0")
-        return Conditioning(torch.zeros(len(video_ids), 0, *shape), length, "unconditional")
-    if cfg.obs is None and loaded.model_name == "oracle":
-        length = _need_length(cfg, None, "the oracle")
-        g = torch.Generator().manual_seed(cfg.seed)
-        videos = model.sample_prior(cfg.num_videos, max(cfg.n_obs, 1), generator=g)[video_ids]
-        return Conditioning(videos[:, :cfg.n_obs], length, "oracle prior")
-    if cfg.obs is not None and Path(cfg.obs).suffix.lower() in VIDEO_SUFFIXES:
-        return _from_file(cfg, Path(cfg.obs), shape, len(video_ids))
-    spec = cfg.obs or (f"{loaded.extra['dataset']}:test" if loaded.extra.get("dataset") else None)
+    if obs is None and n_obs == 0:
+        length = _need_length(length, None, n_obs, "--n-obs 0")
+        return Conditioning(length, "unconditional", 0, lambda v: torch.zeros(0, *shape))
+    if obs is None and loaded.model_name == "oracle":
+        length = _need_length(length, None, n_obs, "the oracle")
+
+        def prior(video: int) -> torch.Tensor:
+            g = torch.Generator().manual_seed(prior_seed(seed, video))
+            return model.sample_prior(1, n_obs, generator=g)[0]
+
+        return Conditioning(length, "oracle prior", n_obs, prior)
+    if obs is not None and Path(obs).suffix.lower() in VIDEO_SUFFIXES:
+        return _from_file(Path(obs), shape, n_obs, length)
+    spec = obs or (f"{loaded.extra['dataset']}:test" if loaded.extra.get("dataset") else None)
     if not spec:
-        raise FdmError(f"--n-obs {cfg.n_obs} needs conditioning frames: pass --obs VIDEO_OR_DATASET "
+        raise FdmError(f"--n-obs {n_obs} needs conditioning frames: pass --obs VIDEO_OR_DATASET "
                        f"({loaded.path} records no dataset)")
-    data_dir = cfg.data_dir if cfg.obs else _checkpoint_data_dir(cfg, loaded)
-    return _from_dataset(cfg, spec, shape, video_ids, data_dir)
+    data_dir = data_dir if obs else _checkpoint_data_dir(data_dir, loaded)
+    return _from_dataset(spec, shape, n_obs, length, num_videos, data_dir)
 
 
-def _checkpoint_data_dir(cfg, loaded):
+def _checkpoint_data_dir(data_dir, loaded):
     """--data-dir, else the usual lookup ($FDM_DATA_DIR/NAME, datasets/NAME), else the folder the
     checkpoint was trained from, when it still exists here."""
     from fdm_engine.datasets import resolve_data_dir
 
-    if cfg.data_dir is not None:
-        return cfg.data_dir
+    if data_dir is not None:
+        return data_dir
     try:
         return resolve_data_dir(loaded.extra["dataset"])
     except FdmError:
@@ -57,12 +83,12 @@ def _checkpoint_data_dir(cfg, loaded):
         raise
 
 
-def _need_length(cfg, video_length: int | None, what: str) -> int:
-    length = cfg.length or video_length
+def _need_length(length: int | None, video_length: int | None, n_obs: int, what: str) -> int:
+    length = length or video_length
     if length is None:
         raise FdmError(f"--length is required with {what} (no conditioning video to take it from)")
-    if cfg.n_obs >= length:
-        raise FdmError(f"--n-obs must be < --length (got {cfg.n_obs} >= {length})")
+    if n_obs >= length:
+        raise FdmError(f"--n-obs must be < --length (got {n_obs} >= {length})")
     return length
 
 
@@ -76,32 +102,36 @@ def _check_frames(frames: torch.Tensor, shape: tuple, n_obs: int, where: str) ->
         raise FdmError(f"{where}: has {frames.shape[0]} frames, fewer than --n-obs {n_obs}")
 
 
-def _from_file(cfg, path: Path, shape: tuple, n_videos: int) -> Conditioning:
+def _from_file(path: Path, shape: tuple, n_obs: int, length: int | None) -> Conditioning:
+    """Every video continues the same file's first n_obs frames."""
     from fdm_engine.video_io import from_uint8, read_video
 
     frames = from_uint8(torch.from_numpy(read_video(path)))  # [T, C, H, W]
     if shape[0] == 1 and frames.shape[1] == 3 and bool((frames == frames[:, :1]).all()):
         frames = frames[:, :1]  # a grey video stored as RGB (as mp4 and gif store it)
-    _check_frames(frames, shape, cfg.n_obs, str(path))
-    length = _need_length(cfg, frames.shape[0], str(path))
-    given = frames[:cfg.n_obs].unsqueeze(0).expand(n_videos, -1, -1, -1, -1).clone()
-    return Conditioning(given, length, str(path))
+    _check_frames(frames, shape, n_obs, str(path))
+    length = _need_length(length, frames.shape[0], n_obs, str(path))
+    given = frames[:n_obs].clone()
+    return Conditioning(length, str(path), n_obs, lambda v: given)
 
 
-def _from_dataset(cfg, spec: str, shape: tuple, video_ids: list[int], data_dir) -> Conditioning:
-    """spec NAME[:split[:index]]: videos index + video_ids[v] of the split, cropped and resized to
+def _from_dataset(spec: str, shape: tuple, n_obs: int, length: int | None, num_videos: int,
+                  data_dir) -> Conditioning:
+    """spec NAME[:split[:index]]: video index + v of the split for video v, cropped and resized to
     the model's frames as training sees them."""
     from fdm_engine.datasets import open_dataset, parse_dataset_ref
 
     ref = parse_dataset_ref(spec)
     data = open_dataset(ref.name, data_dir, split=ref.split, image_size=shape[1], channels=shape[0])
-    if ref.index + max(video_ids) >= len(data):
+    if ref.index + num_videos > len(data):
         raise FdmError(f"--obs {spec}: split {ref.split!r} has {len(data)} videos, --num-videos "
-                       f"{cfg.num_videos} from index {ref.index} needs {ref.index + cfg.num_videos}")
-    given = []
-    for v in video_ids:
-        frames = data.clip(ref.index + v, length=max(cfg.n_obs, 1), start=0)  # [T, C, H, W] in [-1, 1]
-        _check_frames(frames, shape, cfg.n_obs, f"{spec} video {ref.index + v}")
-        given.append(frames[:cfg.n_obs])
-    length = _need_length(cfg, data.video_length, spec)
-    return Conditioning(torch.stack(given), length, spec)
+                       f"{num_videos} from index {ref.index} needs {ref.index + num_videos}")
+
+    def clip(video: int) -> torch.Tensor:
+        frames = data.clip(ref.index + video, length=max(n_obs, 1), start=0)  # [T, C, H, W] in [-1, 1]
+        _check_frames(frames, shape, n_obs, f"{spec} video {ref.index + video}")
+        return frames[:n_obs]
+
+    clip(0)  # a mismatched dataset fails now, not after the first videos are sampled
+    length = _need_length(length, data.video_length, n_obs, spec)
+    return Conditioning(length, spec, n_obs, clip)

@@ -1,26 +1,30 @@
-"""The job executor: runs a plan over V videos, batching every ready job into network calls.
+"""The job executor: streams videos through a job source, batching every ready job into network calls.
 
-Data flow: plan (sampling_schemes) -> jobs -> here -> run_job (sampler + denoiser) -> frames in
-the video buffer. Each round collects every ready (video, job) pair: for a static plan, the jobs
-whose DAG predecessors are finished; for an adaptive planner, its next job for every video. The
-pairs go through `run_job` in batches of up to `batch_size`.
+Data flow: job source (sampling_schemes.source) -> ready jobs -> here -> run_job (sampler +
+denoiser) -> frames in the video's buffer. At most `in_flight` videos are open at once; a round
+collects every ready (video, job) pair of the open videos and runs them through `run_job` in
+batches of up to `batch_size`. After the round, `on_round` sees what it made (e.g. to journal it)
+and each video that is complete goes to `on_video` (e.g. to write it) and is released; the next
+videos of the queue take its place. Memory is (in-flight videos) x (one video), whatever the
+number of videos.
 
 Determinism: every (video, job) pair draws its noise from its own generator, seeded from
-(seed, global video index, job order), so the frames do not depend on the batch size, on how
-videos are sharded over ranks, or on where a run was interrupted and resumed.
+(seed, global video index, job order), so the frames do not depend on the batch size, on the
+in-flight count, on how videos are sharded over ranks, or on where a run was resumed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
 from fdm_engine.errors import FdmError
 from fdm_engine.samplers import Sampler, run_job
 from sampling_schemes import Job, Plan
+from sampling_schemes.source import StaticSource, VideoJobs
 
 
 class TimedModel(torch.nn.Module):
@@ -35,45 +39,65 @@ class TimedModel(torch.nn.Module):
     def forward(self, *args, **kwargs):
         start = time.perf_counter()
         out = self.model(*args, **kwargs)
+        if out.device.type == "cuda":
+            torch.cuda.synchronize(out.device)  # the network's time, not its launch's
         self.seconds += time.perf_counter() - start
         self.calls += 1
         return out
 
 
 @dataclasses.dataclass
-class SamplingState:
-    """Everything a run needs to continue: the buffer, which frames exist, which jobs are done.
-
-    buffer [V, T, C, H, W] (model space), done [V, T] bool, finished[v] = job orders done for
-    video v. No RNG state is kept: noise is a function of (seed, video, job order).
-    """
-
-    buffer: torch.Tensor
-    done: torch.Tensor
-    finished: list[set[int]]
+class Counters:
     rounds: int = 0
     nfe: int = 0  # network evaluations of single jobs (jobs x steps)
     calls: int = 0  # batched network calls
     network_s: float = 0.0
 
-    @classmethod
-    def start(cls, given: torch.Tensor, length: int) -> "SamplingState":
-        """given [V, n_obs, C, H, W] -> a state whose first n_obs frames are done."""
-        V, n_obs = given.shape[:2]
-        buffer = torch.zeros(V, length, *given.shape[2:], dtype=torch.float32)
-        buffer[:, :n_obs] = given
-        done = torch.zeros(V, length, dtype=torch.bool)
-        done[:, :n_obs] = True
-        return cls(buffer, done, [set() for _ in range(V)])
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["finished"] = [sorted(s) for s in self.finished]
-        return d
+@dataclasses.dataclass
+class OpenVideo:
+    """One video in flight: its buffer [T, C, H, W] (model space), which frames exist, its jobs."""
+
+    video: int  # global index (seeds the noise)
+    buffer: torch.Tensor
+    done: torch.Tensor  # [T] bool
+    jobs: VideoJobs
+    finished: set[int] = dataclasses.field(default_factory=set)  # job orders done
+    pending: list[tuple[int, Job]] = dataclasses.field(default_factory=list)  # ready, not yet run
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SamplingState":
-        return cls(**{**d, "finished": [set(s) for s in d["finished"]]})
+    def start(cls, video: int, given: torch.Tensor, length: int, jobs: VideoJobs) -> "OpenVideo":
+        buffer = torch.zeros(length, *given.shape[1:], dtype=torch.float32)
+        buffer[:len(given)] = given
+        done = torch.zeros(length, dtype=torch.bool)
+        done[:len(given)] = True
+        return cls(video, buffer, done, jobs)
+
+    def record(self, order: int, job: Job, frames: torch.Tensor) -> None:
+        latent = list(job.latent)
+        self.buffer[latent] = frames
+        self.done[latent] = True
+        self.finished.add(order)
+        self.jobs.finish(order, frames)
+
+    def replay(self, made: dict[int, torch.Tensor] | None = None) -> None:
+        """Hand the job source the jobs already done (on resume), in an order it accepts.
+
+        made: job order -> its frames; None: the orders in `finished`, frames from the buffer.
+        """
+        known = set(self.finished) if made is None else set(made)
+        while True:
+            ready = self.jobs.ready()
+            redo = [(o, j) for o, j in ready if o in known]
+            self.pending += [(o, j) for o, j in ready if o not in known]
+            if not redo:
+                return
+            for order, job in redo:
+                self.record(order, job, self.buffer[list(job.latent)] if made is None else made[order])
+
+    @property
+    def complete(self) -> bool:
+        return self.jobs.complete
 
 
 def job_seed(seed: int, video: int, order: int) -> int:
@@ -83,17 +107,18 @@ def job_seed(seed: int, video: int, order: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    video: int  # row in the state's buffer
-    order: int  # job order in the plan
+    video: OpenVideo
+    order: int  # job order in the video's sequence
     job: Job
 
 
-class Executor:
-    """Runs plans with one model and one sampler.
+RoundHook = Callable[[list[Task], Counters], None]
 
-    model: a denoiser (docs/denoiser.md); sampler: a configured Sampler; video_ids[v] is the
-    global index of buffer row v (for seeding); `on_round(state)` is called after each round
-    (e.g. to save it).
+
+class Executor:
+    """Runs job sources with one model and one sampler.
+
+    model: a denoiser (docs/denoiser.md); sampler: a configured Sampler.
     """
 
     def __init__(self, model, sampler: Sampler, *, batch_size: int = 1, seed: int = 0,
@@ -106,66 +131,95 @@ class Executor:
         self.seed = seed
         self.device = torch.device(device)
 
-    # -- rounds ---------------------------------------------------------------------------
-    def ready_tasks(self, plan: Plan, state: SamplingState) -> list[Task]:
-        """Unfinished jobs whose observed frames are all done, for every video."""
-        done = state.done.tolist()  # Python lists: per-frame tensor indexing here would dominate
-        return [Task(v, order, job) for order, job in enumerate(plan.jobs) for v in range(len(done))
-                if order not in state.finished[v] and all(done[v][f] for f in job.observed)]
+    # -- streaming ------------------------------------------------------------------------
+    def stream(self, videos: Iterable[int], open_video: Callable[[int], OpenVideo], in_flight: int,
+               counters: Counters | None = None, on_round: RoundHook | None = None,
+               on_video: Callable[[OpenVideo], None] | None = None,
+               on_job: Callable[[int], None] | None = None) -> Counters:
+        """Run every video of `videos` to completion, at most `in_flight` open at once.
 
-    def run(self, plan: Plan, state: SamplingState, video_ids: list[int] | None = None,
-            on_round: Callable[[SamplingState], None] | None = None,
-            on_job: Callable[[int], None] | None = None) -> SamplingState:
-        """Run a static plan to completion from `state` (fresh or resumed)."""
+        open_video(v) makes (or restores) video v; on_round(tasks, counters) follows every round;
+        on_video(video) gets each complete video, which is then released.
+        """
+        counters = counters or Counters()
+        queue, active = iter(videos), []
+        while True:
+            while len(active) < max(in_flight, 1) and (v := next(queue, None)) is not None:
+                active.append(open_video(v))
+            complete = [a for a in active if a.complete]
+            for video in complete:
+                active.remove(video)
+                if on_video:
+                    on_video(video)
+            if complete:
+                continue  # refill before the next round
+            if not active:
+                return counters
+            tasks = self.collect(active)
+            if not tasks:
+                stalled = [a.video for a in active]
+                raise RuntimeError(f"plan stalled for videos {stalled}: some job observes a frame no job makes")
+            self.run_tasks(tasks, counters, on_job)
+            counters.rounds += 1
+            if on_round:
+                on_round(tasks, counters)
+
+    @staticmethod
+    def collect(active: list[OpenVideo]) -> list[Task]:
+        """The round's tasks: every ready job of every open video (fixed before any of it runs)."""
+        tasks = []
+        for video in active:
+            video.pending += video.jobs.ready()
+            tasks += [Task(video, order, job) for order, job in video.pending]
+            video.pending = []
+        return tasks
+
+    # -- all videos in memory (evaluation, training samples, tests) -------------------------
+    def run(self, source, state: "SamplingState", video_ids: list[int] | None = None,
+            on_round: Callable[["SamplingState"], None] | None = None,
+            on_job: Callable[[int], None] | None = None) -> "SamplingState":
+        """Run a job source (or a static Plan) over every row of `state` (fresh or resumed)."""
+        if isinstance(source, Plan):
+            source = StaticSource(source)
         video_ids = video_ids or list(range(state.buffer.shape[0]))
-        while tasks := self.ready_tasks(plan, state):
-            # One round: the ready set is fixed before any of it runs, so rounds follow the DAG.
-            self.run_tasks(tasks, state, video_ids, on_job)
-            state.rounds += 1
+
+        def open_row(row: int) -> OpenVideo:
+            video = OpenVideo(video_ids[row], state.buffer[row], state.done[row],
+                              source.video(state.buffer[row, :source.n_obs]), state.finished[row])
+            video.replay()
+            return video
+
+        def round_done(tasks, counters):
             if on_round:
                 on_round(state)
-        unfinished = [v for v in range(len(state.finished)) if len(state.finished[v]) < len(plan)]
-        if unfinished:
-            raise RuntimeError(f"plan stalled for videos {unfinished}: some job observes a frame no job makes")
+
+        self.stream(range(len(video_ids)), open_row, len(video_ids), counters=state, on_round=round_done,
+                    on_job=on_job)
         return state
 
-    def run_adaptive(self, planner, state: SamplingState, video_ids: list[int] | None = None,
-                     on_round=None, on_job=None) -> SamplingState:
-        """Drive an AdaptivePlanner (one job per video per round), replaying finished jobs first."""
-        video_ids = video_ids or list(range(state.buffer.shape[0]))
-        n_obs = planner.plan(0).n_obs
-        planner.add_frames(range(n_obs), state.buffer[:, :n_obs])
-        order = 0
-        while (jobs := planner.next_jobs()) is not None:
-            latent = list(jobs[0].latent)
-            if order not in state.finished[0]:  # not yet run (on resume, replay what was)
-                self.run_tasks([Task(v, order, job) for v, job in enumerate(jobs)], state, video_ids, on_job)
-                state.rounds += 1
-                if on_round:
-                    on_round(state)
-            planner.add_frames(latent, state.buffer[:, latent])
-            order += 1
-        return state
+    def run_adaptive(self, planner, state: "SamplingState", video_ids=None, on_round=None, on_job=None):
+        """An AdaptivePlanner's scheme through `run` (kept for callers that made the planner)."""
+        from sampling_schemes.source import AdaptiveSource
 
-    # -- one batch of jobs ----------------------------------------------------------------
-    def run_tasks(self, tasks: list[Task], state: SamplingState, video_ids: list[int], on_job=None) -> None:
+        source = AdaptiveSource(planner.open_jobs, planner.cache.length, planner.plan(0).n_obs,
+                                embedder=planner.cache.embedder, choose=planner.choose)
+        return self.run(source, state, video_ids, on_round, on_job)
+
+    # -- one round's jobs -------------------------------------------------------------------
+    def run_tasks(self, tasks: list[Task], counters: Counters, on_job=None) -> None:
         calls, seconds = self.model.calls, self.model.seconds
         for start in range(0, len(tasks), self.batch_size):
             chunk = tasks[start:start + self.batch_size]
-            out = self.run_batch(chunk, state.buffer, video_ids)
-            for task, frames in zip(chunk, out):
-                latent = list(task.job.latent)
-                state.buffer[task.video, latent] = frames
-                state.done[task.video, latent] = True
-                state.finished[task.video].add(task.order)
+            for task, frames in zip(chunk, self.run_batch(chunk)):
+                task.video.record(task.order, task.job, frames)
                 if on_job:
-                    on_job(len(latent))
-            state.nfe += len(chunk) * self.sampler.nfe  # network evaluations per job
+                    on_job(len(task.job.latent))
+            counters.nfe += len(chunk) * self.sampler.nfe  # network evaluations per job
         # Deltas, so counts stay right across a resumed run.
-        state.calls += self.model.calls - calls
-        state.network_s += self.model.seconds - seconds
+        counters.calls += self.model.calls - calls
+        counters.network_s += self.model.seconds - seconds
 
-    def run_batch(self, tasks: list[Task], buffer: torch.Tensor, video_ids: list[int]) -> list[torch.Tensor]:
+    def run_batch(self, tasks: list[Task]) -> list[torch.Tensor]:
         """One batched run_job over jobs of possibly different sizes (padded to the largest).
 
         Slots: observed frames, then latent frames, then padding (valid = False).
@@ -173,7 +227,7 @@ class Executor:
         """
         B = len(tasks)
         F = max(len(t.job.observed) + len(t.job.latent) for t in tasks)
-        frame_shape = buffer.shape[2:]
+        frame_shape = tasks[0].video.buffer.shape[1:]
         x_obs = torch.zeros(B, F, *frame_shape)
         noise = torch.zeros(B, F, *frame_shape)
         indices = torch.zeros(B, F, dtype=torch.long)
@@ -183,10 +237,10 @@ class Executor:
         for b, t in enumerate(tasks):
             n_o, n_l = len(t.job.observed), len(t.job.latent)
             indices[b, :n_o + n_l] = torch.tensor(t.job.observed + t.job.latent)
-            x_obs[b, :n_o] = buffer[t.video, list(t.job.observed)]
+            x_obs[b, :n_o] = t.video.buffer[list(t.job.observed)]
             observed[b, :n_o] = True
             valid[b, :n_o + n_l] = True
-            g = torch.Generator().manual_seed(job_seed(self.seed, video_ids[t.video], t.order))
+            g = torch.Generator().manual_seed(job_seed(self.seed, t.video.video, t.order))
             noise[b, n_o:n_o + n_l] = torch.randn(n_l, *frame_shape, generator=g)
             gens.append((g, n_o, n_l))
 
@@ -201,3 +255,31 @@ class Executor:
                       x_obs.to(dev), valid=None if bool(valid.all()) else valid.to(dev), step_noise=step_noise)
         out = out.float().cpu()
         return [out[b, len(t.job.observed):len(t.job.observed) + len(t.job.latent)] for b, t in enumerate(tasks)]
+
+
+class SamplingState(Counters):
+    """Every video of a run in memory: buffer [V, T, C, H, W] (model space), done [V, T] bool,
+    finished[v] = job orders done for video v, and the run's counters. No RNG state is kept:
+    noise is a function of (seed, video, job order)."""
+
+    def __init__(self, buffer, done, finished, rounds=0, nfe=0, calls=0, network_s=0.0):
+        super().__init__(rounds, nfe, calls, network_s)
+        self.buffer, self.done, self.finished = buffer, done, finished
+
+    @classmethod
+    def start(cls, given: torch.Tensor, length: int) -> "SamplingState":
+        """given [V, n_obs, C, H, W] -> a state whose first n_obs frames are done."""
+        V, n_obs = given.shape[:2]
+        buffer = torch.zeros(V, length, *given.shape[2:], dtype=torch.float32)
+        buffer[:, :n_obs] = given
+        done = torch.zeros(V, length, dtype=torch.bool)
+        done[:, :n_obs] = True
+        return cls(buffer, done, [set() for _ in range(V)])
+
+    def to_dict(self) -> dict:
+        return {"buffer": self.buffer, "done": self.done, "finished": [sorted(s) for s in self.finished],
+                **dataclasses.asdict(Counters(self.rounds, self.nfe, self.calls, self.network_s))}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SamplingState":
+        return cls(**{**d, "finished": [set(s) for s in d["finished"]]})

@@ -73,12 +73,15 @@ class ReconstructionGuidance(nn.Module):
         return torch.stack(rows).to(device=x.device, dtype=x.dtype)
 
 
-def for_checkpoint(loaded, schedule: NoiseSchedule | None = None) -> nn.Module:
-    """The denoiser to sample a loaded checkpoint with: its model, wrapped in reconstruction
-    guidance when its trainer recorded `extra["guidance"] = {"method": "reconstruction",
-    "weight": w}` (models trained unconditionally: vdm, ssm)."""
+def for_checkpoint(loaded, schedule: NoiseSchedule | None = None, *, seed: int = 0,
+                   network: nn.Module | None = None) -> nn.Module:
+    """The denoiser to sample a loaded checkpoint with: its model (or `network`, the model wrapped
+    e.g. for precision), in reconstruction guidance when its trainer recorded
+    `extra["guidance"] = {"method": "reconstruction", "weight": w}` (models trained
+    unconditionally: vdm, ssm). `seed` is the sampling run's: it keys the guidance noise."""
+    network = loaded.model if network is None else network
     spec = (loaded.extra or {}).get("guidance")
     if not spec or spec.get("method") != "reconstruction":
-        return loaded.model
-    return ReconstructionGuidance(loaded.model, schedule or NoiseSchedule(loaded.diffusion),
-                                  float(spec.get("weight", 2.0)))
+        return network
+    return ReconstructionGuidance(network, schedule or NoiseSchedule(loaded.diffusion),
+                                  float(spec.get("weight", 2.0)), seed=seed)

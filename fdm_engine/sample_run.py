@@ -1,9 +1,15 @@
-"""One `fdm sample` run: model + conditioning + plan -> executor -> videos on disk, resumable.
+"""One sampling run: resolve -> build -> execute -> write (docs/sampling.md).
 
-The run's state is saved atomically after every round in OUT/state_rank{r}.pt; `resume=True`
-continues from it and, since noise is a function of (seed, video, job), ends with exactly the
-frames an uninterrupted run makes. Under torchrun, videos are sharded over ranks (rank r takes
-videos r, r + W, ...), each rank writes its own files, rank 0 writes plan.json.
+- resolve: the device, K (frames per job), batch size, videos in flight and precision;
+- build: the denoiser with its wrappers (precision, reconstruction guidance), the sampler, the
+  job source and the executor; `fdm sample` and training-time sampling share this step;
+- execute: videos stream through the executor, at most `videos_in_flight` at once;
+- write: each video's outputs as soon as it is complete, then it is released.
+
+`fdm sample` keeps the run's state in OUT (sample_state.py): a resumed run ends with exactly the
+frames of an uninterrupted one, since noise is a function of (seed, video, job). Under torchrun,
+videos are sharded over ranks (rank r takes videos r, r + W, ...), each rank writes its own files
+and state, rank 0 writes plan.json.
 """
 
 from __future__ import annotations
@@ -13,49 +19,26 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
 
-from fdm_engine.config import Config
 from fdm_engine.conditioning import Conditioning, load_conditioning
 from fdm_engine.denoisers import default_clip_denoised, load_denoiser
 from fdm_engine.diffusion.schedule import NoiseSchedule
 from fdm_engine.errors import FdmError
+from fdm_engine.executor import Counters, Executor, OpenVideo
+from fdm_engine.files import exclusive_lock, write_text_atomic
 from fdm_engine.guidance import for_checkpoint
-from fdm_engine.files import atomic_write, write_text_atomic
-from fdm_engine.executor import Executor, SamplingState
+from fdm_engine.precision import resolve_precision, with_precision
+from fdm_engine.sample_config import SampleConfig
+from fdm_engine.sample_state import BadState, RunState
 from fdm_engine.samplers import make_sampler
-from fdm_engine.writer import write_outputs
-from sampling_schemes import get_scheme, plan
+from fdm_engine.writer import video_stem, write_outputs
+from sampling_schemes import job_source
 
-
-@dataclasses.dataclass(frozen=True)
-class SampleConfig(Config):
-    model: str = ""
-    scheme: str = "hierarchy-2"
-    n_obs: int = 36
-    length: int | None = None  # default: the conditioning videos' length
-    max_frames: int | None = None  # default: the model's K (20 for the oracle)
-    step_size: int | None = None  # default: max_frames // 2
-    sampler: str = "dpm++2m"
-    steps: int = 25
-    spacing: str = "logsnr"
-    eta: float = 0.0
-    clip_denoised: bool | None = None  # None: the model's default (denoisers.default_clip_denoised)
-    num_videos: int = 1
-    batch_size: int = 0  # 0: 2 on CPU (measured best there), 32 on GPU
-    seed: int = 0
-    obs: str | None = None
-    data_dir: str | None = None
-    formats: tuple[str, ...] = ("mp4", "npz", "png")
-    save_raw: bool = False
-    fps: int = 10
-
-
-FORMATS = ("mp4", "gif", "npz", "png")
-# Fields that may differ between a run and its resumption.
-_RESUME_FREE = ("formats", "save_raw", "fps", "batch_size")
+__all__ = ["SampleConfig", "Shard", "SamplingRun", "resolve_device", "build", "execute", "run_sampling"]
 
 
 @dataclasses.dataclass
@@ -87,123 +70,176 @@ class Shard:
         dist.barrier()
 
 
-def default_device(shard: Shard) -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
+# -- resolve -------------------------------------------------------------------------------
+def resolve_device(name: str = "auto") -> torch.device:
+    """auto: cuda:LOCAL_RANK when CUDA is available, else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FdmError(f"--device {name}: no CUDA device here (use --device cpu)")
+    return device
 
 
-def check_config(cfg: SampleConfig) -> None:
-    bad = [f for f in cfg.formats if f not in FORMATS]
-    if bad:
-        raise FdmError(f"--format {','.join(bad)} unknown (choose from {','.join(FORMATS)})")
-    if cfg.num_videos < 1:
-        raise FdmError(f"--num-videos must be >= 1 (got {cfg.num_videos})")
-    if cfg.n_obs < 0:
-        raise FdmError(f"--n-obs must be >= 0 (got {cfg.n_obs})")
-    get_scheme(cfg.scheme)  # unknown scheme -> FdmError before anything heavy
-
-
-def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shard | None = None,
-                 device: torch.device | None = None, progress: bool = True) -> dict:
-    """Sample cfg.num_videos videos into `out`; returns the run summary (also in plan.json)."""
-    check_config(cfg)
-    shard = shard or Shard.from_env()
-    device = device or default_device(shard)
-    out = Path(out)
-    state_path = out / f"state_rank{shard.rank}.pt"
-    video_ids = shard.videos(cfg.num_videos)
-
-    loaded = load_denoiser(cfg.model, device=device)
+def resolve_frames(cfg: SampleConfig, loaded) -> int:
+    """K: --max-frames, else a fixed-K model's K, else its training clip length, else FDM's 20."""
     model_k = getattr(loaded.model, "max_frames", None)
-    # A fixed-K model's K, else the clip length it was trained on, else FDM's published 20.
     k = cfg.max_frames or model_k or getattr(loaded.model.config, "num_frames", None) or 20
     if model_k is not None and k > model_k:
         raise FdmError(f"--max-frames {k} exceeds the model's {model_k} frames")
-    cond = load_conditioning(cfg, loaded, video_ids)
+    return k
+
+
+# -- build ---------------------------------------------------------------------------------
+@dataclasses.dataclass
+class SamplingRun:
+    """Everything a run needs, built once: what `execute` drives."""
+
+    cfg: SampleConfig
+    max_frames: int
+    batch_size: int
+    videos_in_flight: int
+    precision: str
+    device: torch.device
+    cond: Conditioning
+    source: object  # a job source (sampling_schemes.source)
+    executor: Executor
+
+
+def build(cfg: SampleConfig, loaded, device: torch.device) -> SamplingRun:
+    """The run's denoiser (network -> precision -> guidance), sampler, job source and executor."""
+    k = resolve_frames(cfg, loaded)
+    batch = cfg.batch_size or (32 if device.type == "cuda" else 2)
+    precision = resolve_precision(cfg.precision, device, exact=loaded.model_name == "oracle")
+    cond = load_conditioning(loaded, n_obs=cfg.n_obs, length=cfg.length, num_videos=cfg.num_videos,
+                             seed=cfg.seed, obs=cfg.obs, data_dir=cfg.data_dir)
+    source = job_source(cfg.scheme, cond.length, cfg.n_obs, k, cfg.step_size)
     schedule = NoiseSchedule(loaded.diffusion)
     clip = default_clip_denoised(loaded) if cfg.clip_denoised is None else cfg.clip_denoised
     sampler = make_sampler(cfg.sampler, schedule, cfg.steps, cfg.spacing, cfg.eta, clip_denoised=clip)
-    batch = cfg.batch_size or (32 if device.type == "cuda" else 2)
     # vdm/ssm were trained unconditionally: their checkpoints ask for reconstruction guidance.
-    executor = Executor(for_checkpoint(loaded, schedule), sampler, batch_size=batch, seed=cfg.seed, device=device)
+    denoiser = for_checkpoint(loaded, schedule, seed=cfg.seed,
+                              network=with_precision(loaded.model, precision, device))
+    executor = Executor(denoiser, sampler, batch_size=batch, seed=cfg.seed, device=device)
+    return SamplingRun(cfg, k, batch, cfg.videos_in_flight or batch, precision, device, cond, source, executor)
 
-    scheme = get_scheme(cfg.scheme)
-    if scheme.adaptive:
-        from sampling_schemes import AdaptivePlanner
-        planner = AdaptivePlanner(cfg.scheme, cond.length, cfg.n_obs, k, cfg.step_size, batch_size=len(video_ids))
-        static = None
-        n_jobs = len(planner.open_jobs)
-    else:
-        static = plan(cfg.scheme, cond.length, cfg.n_obs, k, cfg.step_size)
-        n_jobs = len(static)
 
-    state = _start_state(cfg, cond, state_path, resume)
-    out.mkdir(parents=True, exist_ok=True)
+# -- execute -------------------------------------------------------------------------------
+def execute(run: SamplingRun, video_ids: list[int], on_video: Callable[[OpenVideo], None],
+            state: RunState | None = None, counters: Counters | None = None,
+            on_job: Callable[[int], None] | None = None) -> Counters:
+    """Stream `video_ids` through the executor; `state` journals each round and restores videos."""
+    frame_shape = None
 
-    def save(st: SamplingState) -> None:
-        _save_state(state_path, cfg, st)
+    def open_video(v: int) -> OpenVideo:
+        nonlocal frame_shape
+        given = run.cond.given(v)
+        video = OpenVideo.start(v, given, run.cond.length, run.source.video(given))
+        frame_shape = tuple(video.buffer.shape[1:])
+        made = state.made(v, frame_shape) if state is not None else {}
+        video.replay({order: frames for order, (_, frames) in made.items()})
+        if on_job:
+            for _, frames in made.values():
+                on_job(len(frames))
+        return video
 
-    done_jobs = sum(len(s) for s in state.finished)
-    bar = tqdm(total=n_jobs * len(video_ids), initial=done_jobs, unit="job", disable=not progress,
-               desc=f"sampling {cfg.scheme}", dynamic_ncols=True)
-    frames_bar = {"frames": int(state.done.sum())}
+    def on_round(tasks, c: Counters) -> None:
+        if state is None:
+            return
+        for t in tasks:
+            state.append(t.video.video, t.order, t.job, t.video.buffer[list(t.job.latent)])
+        state.commit(dataclasses.asdict(c))
 
-    def on_job(n_latent: int) -> None:
-        frames_bar["frames"] += n_latent
-        bar.update(1)
-        bar.set_postfix(frames=frames_bar["frames"], refresh=False)
+    return run.executor.stream(video_ids, open_video, run.videos_in_flight, counters=counters,
+                               on_round=on_round, on_video=on_video, on_job=on_job)
 
-    start = time.perf_counter()
-    if static is not None:
-        executor.run(static, state, video_ids, on_round=save, on_job=on_job)
-    else:
-        executor.run_adaptive(planner, state, video_ids, on_round=save, on_job=on_job)
-        static = planner.plan(0)
-    bar.close()
-    wall = time.perf_counter() - start
 
-    for row, vid in enumerate(video_ids):
-        write_outputs(out, vid, state.buffer[row], cfg.formats, save_raw=cfg.save_raw, fps=cfg.fps)
-    summary = _summary(cfg, static, state, wall, k, batch, shard)
-    summary["conditioning"] = cond.source  # e.g. "carla_no_traffic:test" when taken from the checkpoint
-    shard.combine(summary)
-    if shard.rank == 0:
-        write_text_atomic(out / "plan.json", json.dumps(summary, indent=1))
-    state_path.unlink(missing_ok=True)
+# -- `fdm sample` ----------------------------------------------------------------------------
+def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shard | None = None,
+                 device: torch.device | None = None, progress: bool = True) -> dict:
+    """Sample cfg.num_videos videos into `out`; returns the run summary (also in plan.json)."""
+    shard = shard or Shard.from_env()
+    device = device or resolve_device(cfg.device)
+    out = Path(out)
+    video_ids = shard.videos(cfg.num_videos)
+    loaded = load_denoiser(cfg.model, device=device)
+    run = build(cfg, loaded, device)
+    with exclusive_lock(out, f"fdm-sample-rank{shard.rank}", "`fdm sample`"):
+        state = claim(out, cfg, resume, shard.rank, video_ids)
+        finished = set(state.manifest.finished_videos)
+        todo = [v for v in video_ids if v not in finished]
+        first = {"jobs": state.manifest.first_jobs}
+        bar = tqdm(total=run.source.n_jobs * len(video_ids), initial=run.source.n_jobs * len(finished),
+                   unit="job", disable=not progress, desc=f"sampling {cfg.scheme}", dynamic_ncols=True)
+
+        def on_job(n_latent: int) -> None:
+            bar.update(1)
+
+        def on_video(video: OpenVideo) -> None:
+            write_outputs(out, video.video, video.buffer, cfg.formats, save_raw=cfg.save_raw, fps=cfg.fps)
+            jobs = [j.to_dict() for j in video.jobs.plan.jobs] if video.video == min(video_ids) else None
+            if jobs is not None:
+                first["jobs"] = jobs
+            state.finish_video(video.video, jobs)
+
+        start = time.perf_counter()
+        counters = execute(run, todo, on_video, state=state, counters=Counters(**state.manifest.counters),
+                           on_job=on_job)
+        bar.close()
+        wall = time.perf_counter() - start
+        summary = _summary(run, first["jobs"], counters, wall, shard)
+        summary["state_bytes_written"] = state.bytes_written  # by this process (the benchmarks read it)
+        shard.combine(summary)
+        if shard.rank == 0:
+            write_text_atomic(out / "plan.json", json.dumps(summary, indent=1))
+        state.remove()
     return summary
 
 
-def _start_state(cfg: SampleConfig, cond: Conditioning, path: Path, resume: bool) -> SamplingState:
-    if path.exists() and not resume:
-        raise FdmError(f"{path.parent} holds an unfinished run ({path.name}): pass --resume to continue it, "
-                       f"or choose another --out")
-    if resume and path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        old = {k: v for k, v in saved["config"].items() if k not in _RESUME_FREE}
-        new = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_FREE}
+def claim(out: Path, cfg: SampleConfig, resume: bool, rank: int, video_ids: list[int]) -> RunState:
+    """This rank's state in OUT: a fresh one, or (--resume) the saved one; refuses another run's folder."""
+    path = out / f"state_rank{rank}.pt"
+    if path.exists():
+        if not resume:
+            raise FdmError(f"{out} holds an unfinished run ({path.name}): pass --resume to continue it, "
+                           f"or choose another --out")
+        try:
+            state = RunState.load(out, rank)
+        except (BadState, OSError) as e:
+            raise FdmError(f"{e}: delete {path.name} and {path.stem}.parts in {out} to start over, "
+                           f"or choose another --out") from None
+        old = {k: v for k, v in state.manifest.config.items() if k not in SampleConfig.RESUME_FREE}
+        new = {k: v for k, v in cfg.to_dict().items() if k not in SampleConfig.RESUME_FREE}
         if old != new:
-            diff = sorted(k for k in new if old.get(k) != new[k])
+            diff = sorted(k for k in set(new) | set(old) if old.get(k) != new.get(k))
             raise FdmError(f"--resume: {path} was started with different settings ({', '.join(diff)})")
-        return SamplingState.from_dict(saved["state"])
-    return SamplingState.start(cond.given, cond.length)
+        return state
+    theirs = [p.name for p in (out / "plan.json",) if p.exists()]
+    theirs += [p.name for v in video_ids for p in out.glob(video_stem(out, v).name + ".*")]
+    if theirs:
+        more = f" and {len(theirs) - 3} more" if len(theirs) > 3 else ""
+        raise FdmError(f"{out} holds another run ({', '.join(theirs[:3])}{more}): choose another --out, "
+                       f"or delete those files to sample there")
+    return RunState.fresh(out, rank, cfg.to_dict())
 
 
-def _save_state(path: Path, cfg: SampleConfig, state: SamplingState) -> None:
-    with atomic_write(path) as tmp:
-        torch.save({"config": cfg.to_dict(), "state": state.to_dict()}, tmp)
-
-
-def _summary(cfg, static_plan, state: SamplingState, wall: float, k: int, batch: int, shard: Shard) -> dict:
+def _summary(run: SamplingRun, jobs, counters: Counters, wall: float, shard: Shard) -> dict:
+    plan = run.source.fixed_plan
     return {
-        "config": cfg.to_dict(),
-        "max_frames": k,
-        "batch_size": batch,
+        "config": run.cfg.to_dict(),
+        "max_frames": run.max_frames,
+        "batch_size": run.batch_size,
+        "videos_in_flight": run.videos_in_flight,
+        "precision": run.precision,
+        "device": str(run.device),
         "world_size": shard.world,
-        "jobs": [j.to_dict() for j in static_plan.jobs],
-        "nfe": state.nfe,
-        "network_calls": state.calls,
-        "rounds": state.rounds,
+        "jobs": [j.to_dict() for j in plan.jobs] if plan is not None else jobs,
+        "nfe": counters.nfe,
+        "network_calls": counters.calls,
+        "rounds": counters.rounds,
         "wall_s": wall,
-        "network_s": state.network_s,
+        "network_s": counters.network_s,
+        "conditioning": run.cond.source,  # e.g. "carla_no_traffic:test" when taken from the checkpoint
     }

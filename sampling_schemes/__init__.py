@@ -41,6 +41,9 @@ call `SCHEMES.register("my-scheme", my_scheme)` or declare an entry point in you
     [project.entry-points."fdm.sampling_schemes"]
     my-scheme = "my_pkg.schemes:my_scheme"
 
+The executor takes both kinds through one protocol, `job_source(name, length, n_obs, max_frames)`
+(see sampling_schemes.source): per video, the jobs that are ready and a call to finish each.
+
 `plan()` checks every plan against the invariants above, so a broken plug-in fails with a clear
 message rather than a corrupt video. An `AdaptiveScheme(twin, local)` entry adds an adaptive one.
 """
@@ -50,6 +53,7 @@ from sampling_schemes.checks import check_args, plan_problems
 from sampling_schemes.job import Job, OpenJob
 from sampling_schemes.plan import Plan
 from sampling_schemes.registry import SCHEMES, Scheme, get_scheme, plan
+from sampling_schemes.source import job_source
 
 # The adaptive run-time half needs torch; import it on first use so planning stays light.
 _LAZY = {
@@ -68,6 +72,6 @@ def __getattr__(name):
 
 
 __all__ = [
-    "Job", "OpenJob", "Plan", "plan", "SCHEMES", "Scheme", "get_scheme", "AdaptiveScheme", "check_args",
+    "Job", "OpenJob", "Plan", "plan", "job_source", "SCHEMES", "Scheme", "get_scheme", "AdaptiveScheme", "check_args",
     "plan_problems", *_LAZY,
 ]

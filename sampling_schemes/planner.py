@@ -38,7 +38,19 @@ class AdaptivePlanner:
         step_size = check_args(length, n_obs, max_frames, step_size)
         if not resolved.adaptive:
             raise FdmError(f"{scheme} is a static scheme: use plan() (AdaptivePlanner takes adaptive-*)")
-        self.open_jobs: list[OpenJob] = list(resolved.open_jobs(length, n_obs, max_frames, step_size))
+        self._setup(list(resolved.open_jobs(length, n_obs, max_frames, step_size)), length, n_obs, batch_size,
+                    embedder, choose)
+
+    @classmethod
+    def from_open_jobs(cls, open_jobs: Sequence[OpenJob], length: int, n_obs: int, *, batch_size: int = 1,
+                       embedder: Embedder | None = None, choose: Chooser | None = None) -> "AdaptivePlanner":
+        """A planner over open jobs made once (e.g. one planner per video of a run sharing them)."""
+        planner = cls.__new__(cls)
+        planner._setup(list(open_jobs), length, n_obs, batch_size, embedder, choose or choose_observed)
+        return planner
+
+    def _setup(self, open_jobs, length, n_obs, batch_size, embedder, choose) -> None:
+        self.open_jobs: list[OpenJob] = open_jobs
         self.batch_size = batch_size
         self.cache = EmbeddingCache(length, embedder)
         self.choose = choose

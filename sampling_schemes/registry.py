@@ -53,6 +53,24 @@ class Scheme:
         return self.entry.open_jobs(length, n_obs, max_frames, step_size, **dict(self.params))
 
 
+    def job_source(self, length: int, n_obs: int, max_frames: int, step_size: int | None = None, *,
+                   embedder=None):
+        """The scheme's jobs as the executor takes them (sampling_schemes.source)."""
+        from sampling_schemes.source import AdaptiveSource, StaticSource
+
+        if not self.adaptive:
+            return StaticSource(plan(self.name, length, n_obs, max_frames, step_size))
+        step_size = check_args(length, n_obs, max_frames, step_size)
+
+        def preview() -> Plan:
+            from sampling_schemes.planner import preview_plan
+
+            return preview_plan(self.name, length, n_obs, max_frames, step_size)
+
+        return AdaptiveSource(self.open_jobs(length, n_obs, max_frames, step_size), length, n_obs,
+                              embedder=embedder, preview=preview)
+
+
 def known() -> str:
     return ", ".join(SCHEMES.names()) + " (N >= 2, e.g. hierarchy-3)"
 

@@ -74,12 +74,9 @@ class Trainer:
         return Batch(clips, torch.arange(F).expand(B, F).clone(),
                      torch.zeros(B, F, dtype=torch.bool), torch.ones(B, F, dtype=torch.bool))
 
-    def sampling_model(self, model, schedule):
-        """The denoiser that periodic sampling runs (conditional, under docs/denoiser.md's contract)."""
-        return model
-
     def checkpoint_extra(self) -> dict[str, Any]:
-        """What checkpoints record for samplers beyond the model (e.g. how to condition it)."""
+        """What checkpoints record for samplers beyond the model (e.g. how to condition it); periodic
+        sampling reads the same, so it wraps the model as `fdm sample` does."""
         return {}
 
 

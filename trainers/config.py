@@ -15,6 +15,7 @@ from typing import Any
 
 from fdm_engine.config import Config
 from fdm_engine.errors import FdmError
+from fdm_engine.sample_config import SampleConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +70,8 @@ DEFAULTS: dict[str, Any] = dict(
     diffusion_steps=1000, noise_schedule="linear", prediction="eps",
     steps=100_000, batch_size=8, grad_accum=1, lr=1e-4, warmup_steps=0, optimizer="adamw",
     weight_decay=0.0, grad_clip=1.0, ema_decay=0.9999, ema_warmup=True, autocast="auto", seed=0,
-    save_every=5000, keep_checkpoints=3, log_every=10, sample_every=50_000, sample_scheme="hierarchy-2",
-    sample_sampler="dpm++2m", sample_steps=25, sample_videos=1,
+    save_every=5000, keep_checkpoints=3, log_every=10, sample_every=50_000, sample_scheme=SampleConfig.scheme,
+    sample_sampler=SampleConfig.sampler, sample_steps=SampleConfig.steps, sample_videos=1,
 )
 
 # Trainer options and the trainers that read them (anything else must leave them unset).

@@ -155,7 +155,8 @@ def build(cfg: TrainConfig, env: DistEnv, device: torch.device, log) -> TrainRun
         if cfg.sample_every:
             from trainers.sampling import prepare_sampling
 
-            run.sampling = prepare_sampling(cfg, run.ema.module, cfg.model, diffusion, trainer.frames)
+            run.sampling = prepare_sampling(cfg, run.ema.module, cfg.model, diffusion, trainer.frames,
+                                            extra=trainer.checkpoint_extra())
     return run
 
 
@@ -347,8 +348,9 @@ def evaluate(run: TrainRun) -> list[Path]:
     if run.env.is_main and run.sampling is not None:
         from trainers.sampling import sample_videos, samples_dir
 
-        model = run.trainer.sampling_model(run.ema.module, run.schedule)
-        paths = sample_videos(run.sampling, model, run.diffusion, samples_dir(run.run_dir, run.step), run.device)
+        # The build step wraps the model as the checkpoint's extra says (e.g. reconstruction guidance).
+        paths = sample_videos(run.sampling, run.ema.module, run.diffusion, samples_dir(run.run_dir, run.step),
+                              run.device)
         run.log(f"step {run.step}: wrote {len(paths)} sample video(s) to {paths[0].parent}")
     barrier(run.env)
     return paths

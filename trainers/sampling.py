@@ -1,9 +1,10 @@
-"""Periodic sampling during training: the EMA model, a sampling scheme, the executor, mp4 files.
+"""Periodic sampling during training: the EMA model through `fdm sample`'s own build and execute steps.
 
 Conditioning frames come from the start of the dataset's test split (the train split when there
-is none), as `fdm sample` takes them; the videos go to RUN_DIR/samples/step_{N:07d}/. The pieces
-are fdm_engine's (`load_conditioning`, `Executor`, `write_outputs`), so training samples are made
-exactly as `fdm sample` makes them from a checkpoint.
+is none), as `fdm sample` takes them; the videos go to RUN_DIR/samples/step_{N:07d}/. The run is
+described by a SampleConfig and built by `fdm_engine.sample_run.build` (the same wrappers,
+reconstruction guidance seeded with the run's seed, sampler and job source), so a checkpoint's
+training-time samples are what `fdm sample CKPT --seed SEED` makes from it with the same settings.
 """
 
 from __future__ import annotations
@@ -14,72 +15,67 @@ from pathlib import Path
 import torch
 
 from fdm_engine.checkpoint import LoadedDenoiser
-from fdm_engine.conditioning import Conditioning, load_conditioning
-from fdm_engine.denoisers import default_clip_denoised
-from fdm_engine.diffusion.schedule import DiffusionConfig, NoiseSchedule
+from fdm_engine.diffusion.schedule import DiffusionConfig
 from fdm_engine.errors import FdmError
-from fdm_engine.executor import Executor, SamplingState
-from fdm_engine.samplers import make_sampler
+from fdm_engine.sample_config import SampleConfig
 from fdm_engine.writer import write_outputs
-from sampling_schemes import get_scheme, plan
 
 SAMPLES_DIR = "samples"
 
 
 @dataclasses.dataclass
 class SamplingSetup:
-    """What every periodic sampling of a run shares: conditioning, plan settings, sampler."""
+    """What every periodic sampling of a run shares: the sampling config and the checkpoint's extra."""
 
-    scheme: str
-    n_obs: int
-    max_frames: int
-    cond: Conditioning
-    steps: int
-    sampler: str
-    seed: int
-    clip_denoised: bool = True  # as `fdm sample` on this run's checkpoint (denoisers.default_clip_denoised)
+    config: SampleConfig
+    model_name: str
+    extra: dict
 
 
-def prepare_sampling(cfg, model, model_name: str, diffusion: DiffusionConfig, frames: int) -> SamplingSetup:
-    """Check the sampling settings and load the conditioning frames once (FdmError if unusable)."""
-    from fdm_engine.sample_run import SampleConfig
-
-    get_scheme(cfg.sample_scheme)
-    loaded = LoadedDenoiser(model=model, diffusion=diffusion, model_name=model_name,
-                            extra={"dataset": cfg.dataset}, path=Path(cfg.run_dir), used_ema=True)
+def sample_config(cfg, frames: int) -> SampleConfig:
+    """The SampleConfig of a training run's periodic samples (FdmError if unusable)."""
     split = _conditioning_split(cfg)
     length = cfg.sample_length or _video_length(cfg, split)
     n_obs = cfg.sample_n_obs if cfg.sample_n_obs is not None else min(36, length // 4)
-    scfg = SampleConfig(model=str(cfg.run_dir), scheme=cfg.sample_scheme, n_obs=n_obs, length=length,
+    videos = cfg.sample_videos or 1
+    return SampleConfig(model=str(cfg.run_dir), scheme=cfg.sample_scheme, n_obs=n_obs, length=length,
                         max_frames=frames, sampler=cfg.sample_sampler, steps=cfg.sample_steps,
-                        num_videos=cfg.sample_videos, seed=cfg.seed, obs=f"{cfg.dataset}:{split}",
-                        data_dir=cfg.data_dir)
-    cond = load_conditioning(scfg, loaded, list(range(cfg.sample_videos)))
-    setup = SamplingSetup(cfg.sample_scheme, n_obs, frames, cond, cfg.sample_steps, cfg.sample_sampler, cfg.seed,
-                          default_clip_denoised(loaded))
-    if not get_scheme(setup.scheme).adaptive:
-        plan(setup.scheme, cond.length, n_obs, frames)  # a bad (scheme, length, n_obs, K) fails now
+                        num_videos=videos, batch_size=videos, seed=cfg.seed,
+                        obs=f"{cfg.dataset}:{split}", data_dir=cfg.data_dir, formats=("mp4",))
+
+
+def prepare_sampling(cfg, model, model_name: str, diffusion: DiffusionConfig, frames: int,
+                     extra: dict | None = None) -> SamplingSetup:
+    """Check the sampling settings and their conditioning once (FdmError if unusable).
+
+    extra: what the trainer records in its checkpoints (e.g. its guidance), read by the build step.
+    """
+    from fdm_engine.sample_run import build
+
+    setup = SamplingSetup(sample_config(cfg, frames), model_name, {"dataset": cfg.dataset, **(extra or {})})
+    build(setup.config, _loaded(setup, model, diffusion), torch.device("cpu"))  # bad sizes fail now
     return setup
 
 
 @torch.no_grad()
 def sample_videos(setup: SamplingSetup, model, diffusion: DiffusionConfig, out: Path, device) -> list[Path]:
     """Sample the run's videos with `model` (e.g. the EMA copy) into `out`; returns the mp4 paths."""
-    schedule = NoiseSchedule(diffusion)
-    sampler = make_sampler(setup.sampler, schedule, setup.steps, clip_denoised=setup.clip_denoised)
-    executor = Executor(model, sampler, batch_size=max(1, len(setup.cond.given)), seed=setup.seed, device=device)
-    state = SamplingState.start(setup.cond.given, setup.cond.length)
-    ids = list(range(len(setup.cond.given)))
-    if get_scheme(setup.scheme).adaptive:
-        from sampling_schemes import AdaptivePlanner
+    from fdm_engine.sample_run import build, execute
 
-        planner = AdaptivePlanner(setup.scheme, setup.cond.length, setup.n_obs, setup.max_frames,
-                                  batch_size=len(ids))
-        executor.run_adaptive(planner, state, ids)
-    else:
-        executor.run(plan(setup.scheme, setup.cond.length, setup.n_obs, setup.max_frames), state, ids)
+    run = build(setup.config, _loaded(setup, model, diffusion), torch.device(device))
     out.mkdir(parents=True, exist_ok=True)
-    return [write_outputs(out, v, state.buffer[v], ("mp4",))[0] for v in ids]
+    paths: dict[int, Path] = {}
+
+    def write(video) -> None:
+        paths[video.video] = write_outputs(out, video.video, video.buffer, setup.config.formats)[0]
+
+    execute(run, list(range(setup.config.num_videos)), write)
+    return [paths[v] for v in sorted(paths)]
+
+
+def _loaded(setup: SamplingSetup, model, diffusion: DiffusionConfig) -> LoadedDenoiser:
+    return LoadedDenoiser(model=model, diffusion=diffusion, model_name=setup.model_name, extra=setup.extra,
+                            path=Path(setup.config.model), used_ema=True)
 
 
 def samples_dir(run_dir, step: int) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from fdm_engine.guidance import ReconstructionGuidance
 from trainers.base import TRAINERS, Trainer
 from trainers.presets import Preset, register_preset
 
@@ -29,11 +28,9 @@ class VDMTrainer(Trainer):
     dataset_presets: ClassVar[dict] = {"moving-digits": "vdm-mmnist-32"}
     conditional = False
 
-    def sampling_model(self, model, schedule):
-        return ReconstructionGuidance(model, schedule, self.cfg.guidance_weight, seed=self.cfg.seed)
-
     def checkpoint_extra(self) -> dict:
-        # Read by fdm_engine.guidance.for_checkpoint, so samplers condition the model the same way.
+        # Read by fdm_engine.guidance.for_checkpoint, so `fdm sample` and periodic sampling condition
+        # the model the same way (guidance seeded with the sampling run's seed).
         return {"guidance": {"method": "reconstruction", "weight": self.cfg.guidance_weight}}
 
 

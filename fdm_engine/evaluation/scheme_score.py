@@ -26,7 +26,7 @@ from fdm_engine.evaluation.gaussian import (ExactConditional, JobMapper, cholesk
 from fdm_engine.evaluation.montecarlo import KLEstimate, kl_estimate, pixel_series
 from fdm_engine.evaluation.sampler_map import SamplerConditional
 from fdm_engine.samplers import Sampler
-from sampling_schemes import check_args, get_scheme, plan
+from sampling_schemes import check_args, get_scheme, job_source
 from sampling_schemes.registry import SCHEMES
 
 
@@ -72,10 +72,11 @@ def mapper_for(oracle, sampler: Sampler | None) -> JobMapper:
 
 
 def static_plan(scheme: str, length: int, n_obs: int, max_frames: int, step_size: int | None):
-    if get_scheme(scheme).adaptive:
+    fixed = job_source(scheme, length, n_obs, max_frames, step_size).fixed_plan
+    if fixed is None:
         raise FdmError(f"{scheme} picks observed frames from each video's pixels at run time, so its output "
                        f"is not Gaussian and has no exact score: use --monte-carlo N")
-    return plan(scheme, length, n_obs, max_frames, step_size)
+    return fixed
 
 
 def score_scheme(scheme: str, length: int, n_obs: int, max_frames: int, step_size: int | None = None, *,
@@ -129,11 +130,5 @@ def monte_carlo_scheme(scheme: str, length: int, n_obs: int, max_frames: int, st
              else torch.zeros(num_videos, 0, c.channels, c.size, c.size))
     state = SamplingState.start(given, length)
     executor = Executor(oracle, sampler, batch_size=batch_size, seed=seed)
-    if get_scheme(scheme).adaptive:
-        from sampling_schemes import AdaptivePlanner
-
-        planner = AdaptivePlanner(scheme, length, n_obs, max_frames, step_size, batch_size=num_videos)
-        executor.run_adaptive(planner, state)
-    else:
-        executor.run(plan(scheme, length, n_obs, max_frames, step_size), state)
+    executor.run(job_source(scheme, length, n_obs, max_frames, step_size), state)
     return kl_estimate(pixel_series(state.buffer), oracle.covariance(torch.arange(length)))

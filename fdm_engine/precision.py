@@ -1,0 +1,55 @@
+"""The network's arithmetic precision: autocast around the network only.
+
+`with_precision(model, "bf16", device)` runs the network under torch.autocast and hands its
+output back in float32, so the sampler's arithmetic (and reconstruction guidance's) stays fp32.
+The analytic oracle is exact arithmetic, not a network: it always runs in fp32.
+
+"auto" is bf16 on CUDA and fp32 on CPU. On the CPU bf16 pays only with native bf16 matmul
+(AVX512-BF16 / AMX); without it autocast measured slower than fp32 (benchmarks/RESULTS.md), and
+this project's CPUs have none, so auto stays fp32 there.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fdm_engine.errors import FdmError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, device: torch.device, exact: bool = False) -> str:
+    """The precision a run uses: the oracle always fp32; auto -> bf16 on CUDA, else fp32."""
+    if exact:
+        return "fp32"
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise FdmError("--precision fp16: CPU autocast has no fp16 matmul; use bf16 or fp32")
+    return precision
+
+
+class Autocast(nn.Module):
+    """model(...) under autocast(dtype); the output comes back as float32."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype, device_type: str):
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+        self.device_type = device_type
+        for name in ("image_size", "channels", "max_frames", "config"):
+            if hasattr(model, name):
+                setattr(self, name, getattr(model, name))
+
+    def forward(self, *args, **kwargs):
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            out = self.model(*args, **kwargs)
+        return out.float()
+
+
+def with_precision(model: nn.Module, precision: str, device: torch.device) -> nn.Module:
+    """The network wrapped for `precision` (a resolved one: fp32, bf16 or fp16)."""
+    if precision == "fp32":
+        return model
+    return Autocast(model, DTYPES[precision], torch.device(device).type)
