@@ -1,114 +1,154 @@
-"""Sampling throughput per scheme with the tiny FDM denoiser: frames/sec, NFE, rounds, batching on
-vs off at equal NFE, and the engine's overhead (wall time minus time inside the network).
+"""Sampling runs at scale: wall time, network seconds, overhead, peak memory and state bytes.
 
-    python benchmarks/bench_sampling.py [--quick] [--json] [--length 300] [--steps N] [--videos V]
+    python benchmarks/bench_sampling.py [--quick] [--json] [--only NAME,...]
 
-Batching "on" uses the batch size that measured fastest per job for this model on this machine
-(printed as "chosen_batch_size"); "off" runs one job per network call. Weights are random
-(speed does not depend on them). Overhead = wall_s - network_s.
+Each row is one `fdm sample` run (the real pipeline: streaming executor, journal, writer) in its
+own process, so its peak RSS is its own. Models: the 32 px 3-channel GP oracle (1 step) and the
+tiny FDM (random weights; speed does not depend on them). Columns: wall_s, network_s (inside the
+network), overhead = (wall - network) / wall, peak_rss_mb, state bytes written per round, and
+seconds per generated frame. The full set covers V in {1, 8, 32, 64} x T in {300, 1000, 4000};
+--quick keeps the rows the targets need (docs/sampling.md):
+
+- overhead <= 5 % at V=32, T=1000, oracle, 1 step;
+- peak RSS at V=64 <= 1.25 x at V=8;
+- seconds per frame at T=4000 within 1.2 x of T=300.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
+ORACLE = "oracle:ou:lengthscale=8,size=32,channels=3"
+
+ROW = """
+import json, resource, sys, time
+sys.path.insert(0, {root!r})
+from fdm_engine.cpu_memory import retain_freed_memory
+from fdm_engine.sample_config import SampleConfig
+from fdm_engine.sample_run import run_sampling
+retain_freed_memory()  # as the fdm command does
+cfg = SampleConfig.from_json({cfg!r})
+s = run_sampling(cfg, {out!r}, progress=False)
+made = cfg.num_videos * (cfg.length - cfg.n_obs)
+print(json.dumps({{"wall_s": s["wall_s"], "network_s": s["network_s"], "rounds": s["rounds"], "nfe": s["nfe"],
+                  "network_calls": s["network_calls"], "state_bytes": s["state_bytes_written"],
+                  "frames": made, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+
+def tiny_fdm_checkpoint(folder: Path) -> str:
+    """A tiny FDM checkpoint with random weights (written once per benchmark run)."""
     sys.path.insert(0, str(ROOT))
+    import torch
 
-import torch  # noqa: E402
+    from fdm_engine.checkpoint import save_checkpoint
+    from fdm_engine.diffusion import DiffusionConfig
+    from fdm_engine.models.fdm_unet import FDMUNet, fdm_preset
 
-from fdm_engine.cpu_memory import retain_freed_memory  # noqa: E402
-from fdm_engine.diffusion import NoiseSchedule  # noqa: E402
-from fdm_engine.executor import Executor, SamplingState  # noqa: E402
-from fdm_engine.models.fdm_unet import FDMUNet, fdm_preset  # noqa: E402
-from fdm_engine.samplers import make_sampler  # noqa: E402
-from sampling_schemes import AdaptivePlanner, get_scheme, plan  # noqa: E402
-
-
-def tiny_model() -> FDMUNet:
     torch.manual_seed(0)
     model = FDMUNet(fdm_preset("tiny")).eval()
     with torch.no_grad():  # live relative encodings, as in a trained model
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
-    return model
+    path = folder / "tiny_fdm.safetensors"
+    save_checkpoint(path, model, DiffusionConfig())
+    return str(path)
 
 
-@torch.no_grad()
-def per_job_seconds(model, batch: int, frames: int, repeats: int = 3) -> float:
-    c, s = model.channels, model.image_size
-    x = torch.randn(batch, frames, c, s, s)
-    idx = torch.arange(frames).expand(batch, -1)
-    levels = torch.full((batch, frames), 500.0)
-    observed = torch.zeros(batch, frames, dtype=torch.bool)
-    observed[:, : frames // 2] = True
-    model(x, idx, levels, observed)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        model(x, idx, levels, observed)
-    return (time.perf_counter() - start) / repeats / batch
+def rows(quick: bool, fdm: str | None) -> list[dict]:
+    """(name, model, videos, length, steps, scheme) of each run."""
+    out = []
+    oracle_v = (1, 8, 32, 64)
+    oracle_t = (300, 1000, 4000)
+    for t in oracle_t:
+        for v in oracle_v:
+            if quick and not (t == 1000 or (t in (300, 4000) and v == 8)):
+                continue
+            out.append(dict(name=f"oracle V={v} T={t}", model=ORACLE, videos=v, length=t, steps=1,
+                            batch=32, in_flight=0))
+    if fdm:
+        for t in ((300,) if quick else oracle_t):
+            for v in ((1,) if quick else (1, 8)):
+                out.append(dict(name=f"tiny-fdm V={v} T={t}", model=fdm, videos=v, length=t, steps=1, batch=2,
+                                in_flight=0))
+    return out
 
 
-def choose_batch_size(model, candidates=(1, 2, 4, 8)) -> tuple[int, dict[int, float]]:
-    """The batch size with the lowest measured seconds per job."""
-    times = {b: per_job_seconds(model, b, model.max_frames) for b in candidates}
-    return min(times, key=times.get), times
+def run_row(row: dict, tmp: Path) -> dict:
+    from fdm_engine.sample_config import SampleConfig
+
+    cfg = SampleConfig(model=row["model"], scheme="autoreg", n_obs=36, length=row["length"], max_frames=20,
+                       steps=row["steps"], num_videos=row["videos"], batch_size=row["batch"],
+                       videos_in_flight=row["in_flight"], formats=("npz",), seed=0)
+    out = tmp / row["name"].replace(" ", "_").replace("=", "")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", ROW.format(root=str(ROOT), cfg=cfg.to_json(), out=str(out))],
+                       capture_output=True, text=True, env=env)
+    if r.returncode:
+        raise SystemExit(f"{row['name']}: {r.stderr.strip().splitlines()[-1]}")
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res.update(name=row["name"], videos=row["videos"], length=row["length"], steps=row["steps"],
+               batch_size=row["batch"], model="oracle 32px 3ch" if row["model"] == ORACLE else "tiny fdm",
+               overhead_frac=round((res["wall_s"] - res["network_s"]) / res["wall_s"], 4),
+               state_bytes_per_round=round(res["state_bytes"] / max(res["rounds"], 1)),
+               s_per_frame=res["wall_s"] / res["frames"])
+    return res
 
 
-def run_scheme(model, scheme: str, length: int, n_obs: int, steps: int, videos: int, batch: int) -> dict:
-    k = model.max_frames
-    schedule = NoiseSchedule()
-    ex = Executor(model, make_sampler("dpm++2m", schedule, steps, "logsnr"), batch_size=batch, seed=0)
-    given = torch.rand(videos, n_obs, model.channels, model.image_size, model.image_size) * 2 - 1
-    state = SamplingState.start(given, length)
-    start = time.perf_counter()
-    if get_scheme(scheme).adaptive:
-        ex.run_adaptive(AdaptivePlanner(scheme, length, n_obs, k, batch_size=videos), state)
-    else:
-        ex.run(plan(scheme, length, n_obs, k), state)
-    wall = time.perf_counter() - start
-    return {"scheme": scheme, "sampler": "dpm++2m", "steps": steps, "length": length, "videos": videos,
-            "batch_size": batch, "batching": batch > 1, "nfe": state.nfe, "rounds": state.rounds,
-            "network_calls": state.calls, "wall_s": round(wall, 3), "network_s": round(state.network_s, 3),
-            "overhead_frac": round((wall - state.network_s) / wall, 4),
-            "frames_per_sec": round(videos * (length - n_obs) / wall, 3)}
+def targets(runs: list[dict]) -> dict:
+    by = {r["name"]: r for r in runs}
+    out = {}
+    if "oracle V=32 T=1000" in by:
+        out["overhead at V=32 T=1000 (<= 0.05)"] = by["oracle V=32 T=1000"]["overhead_frac"]
+    if "oracle V=64 T=1000" in by and "oracle V=8 T=1000" in by:
+        out["peak RSS V=64 / V=8 (<= 1.25)"] = round(by["oracle V=64 T=1000"]["peak_rss_mb"]
+                                                    / by["oracle V=8 T=1000"]["peak_rss_mb"], 3)
+    if "oracle V=8 T=4000" in by and "oracle V=8 T=300" in by:
+        out["s/frame T=4000 / T=300 (<= 1.2)"] = round(by["oracle V=8 T=4000"]["s_per_frame"]
+                                                      / by["oracle V=8 T=300"]["s_per_frame"], 3)
+    return out
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer schemes and steps (about a minute or two)")
+    ap.add_argument("--quick", action="store_true", help="the rows the targets need, tiny FDM at V=1 T=300")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--length", type=int, default=300)
-    ap.add_argument("--n-obs", type=int, default=36)
-    ap.add_argument("--steps", type=int, default=None, help="denoising steps per job [quick: 1, full: 10]")
-    ap.add_argument("--videos", type=int, default=2)
+    ap.add_argument("--only", default=None, help="comma-separated row names (e.g. 'oracle V=32 T=1000')")
+    ap.add_argument("--no-fdm", action="store_true", help="oracle rows only")
     args = ap.parse_args(argv)
-    retain_freed_memory()  # as the fdm command does
-    steps = args.steps or (1 if args.quick else 10)
-    schemes = (["autoreg", "hierarchy-2", "hierarchy-2-parallel"] if args.quick else
-               ["autoreg", "long-range", "hierarchy-2", "hierarchy-3", "hierarchy-2-parallel", "adaptive-hierarchy-2"])
-    model = tiny_model()
-    batch, per_job = choose_batch_size(model)
-    runs = []
-    for scheme in schemes:
-        for b in sorted({1, batch}):
-            runs.append(run_scheme(model, scheme, args.length, args.n_obs, steps, args.videos, b))
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        fdm = None if args.no_fdm else tiny_fdm_checkpoint(tmp)
+        todo = rows(args.quick, fdm)
+        if args.only:
+            wanted = {n.strip() for n in args.only.split(",")}
+            todo = [r for r in todo if r["name"] in wanted]
+        runs = []
+        for row in todo:
+            runs.append(run_row(row, tmp))
             if not args.json:
                 r = runs[-1]
-                print(f"{r['scheme']:22s} batch {r['batch_size']}: {r['frames_per_sec']:7.2f} frames/s  "
-                      f"nfe {r['nfe']:5d}  rounds {r['rounds']:4d}  calls {r['network_calls']:5d}  "
-                      f"wall {r['wall_s']:7.2f}s  overhead {100 * r['overhead_frac']:.1f}%", flush=True)
-    report = {"model": "fdm tiny", "threads": torch.get_num_threads(), "chosen_batch_size": batch,
-              "seconds_per_job_by_batch": {str(b): round(t, 4) for b, t in per_job.items()}, "runs": runs}
+                print(f"{r['name']:24s} wall {r['wall_s']:8.2f}s  network {r['network_s']:8.2f}s  overhead "
+                      f"{100 * r['overhead_frac']:5.1f}%  peak {r['peak_rss_mb']:7.1f} MB  state "
+                      f"{r['state_bytes_per_round'] / 1e6:7.3f} MB/round  {1e3 * r['s_per_frame']:.3f} ms/frame",
+                      flush=True)
+    report = {"threads": torch.get_num_threads(), "scheme": "autoreg", "n_obs": 36, "max_frames": 20, "runs": runs,
+              "targets": targets(runs)}
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"per-job seconds by batch size: {report['seconds_per_job_by_batch']} -> batch {batch}")
+        for k, v in report["targets"].items():
+            print(f"{k}: {v}")
 
 
 if __name__ == "__main__":

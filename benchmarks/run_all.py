@@ -1,0 +1,118 @@
+"""Run every benchmark's quick set and write benchmarks/RESULTS.md with the figures and plots.
+
+    python benchmarks/run_all.py [--only sampling,denoiser] [--out benchmarks/RESULTS.md]
+
+Each benchmark runs as `python benchmarks/bench_NAME.py --quick --json` in its own process; its
+JSON goes to benchmarks/results/NAME.json, its plots to benchmarks/results/NAME_*.png, and a table
+per benchmark into RESULTS.md. A benchmark that fails is reported as failed; the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BENCHES = ("sampling", "denoiser", "training", "data", "eval", "temporal_layers")
+
+
+def run(name: str) -> tuple[dict | None, str, float]:
+    start = time.perf_counter()
+    r = subprocess.run([sys.executable, str(HERE / f"bench_{name}.py"), "--quick", "--json"], capture_output=True,
+                       text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    seconds = time.perf_counter() - start
+    if r.returncode:
+        return None, (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1], seconds
+    return json.loads(r.stdout.strip().splitlines()[-1]), "", seconds
+
+
+def scalar(v) -> bool:
+    return isinstance(v, (int, float, str, bool)) or v is None
+
+
+def fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def table(rows: list[dict]) -> list[str]:
+    cols = [c for c in dict.fromkeys(k for r in rows for k, v in r.items() if scalar(v))]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return lines
+
+
+def sampling_plots(report: dict, folder: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    oracle = [r for r in report["runs"] if r["model"].startswith("oracle")]
+    made = []
+    for x_key, y_key, fixed_key, label in (("videos", "overhead_frac", "length", "overhead (wall - network) / wall"),
+                                           ("videos", "peak_rss_mb", "length", "peak RSS (MB)"),
+                                           ("length", "s_per_frame", "videos", "seconds per frame")):
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for fixed in sorted({r[fixed_key] for r in oracle}):
+            pts = sorted((r[x_key], r[y_key]) for r in oracle if r[fixed_key] == fixed)
+            if len(pts) > 1:
+                ax.plot(*zip(*pts), marker="o", label=f"{fixed_key[0].upper()}={fixed}")
+        ax.set_xscale("log")
+        ax.set_xlabel(x_key)
+        ax.set_ylabel(label)
+        ax.set_title(f"oracle 32 px 3 ch, 1 step: {label}", fontsize=9)
+        if ax.lines:
+            ax.legend(fontsize=8)
+            path = folder / f"sampling_{y_key}.png"
+            fig.tight_layout()
+            fig.savefig(path, dpi=100)
+            made.append(path.name)
+        plt.close(fig)
+    return made
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(BENCHES)}")
+    ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args = ap.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",")] if args.only else list(BENCHES)
+    folder = HERE / "results"
+    folder.mkdir(exist_ok=True)
+    lines = ["# Benchmark results", "",
+             f"`python benchmarks/run_all.py` on {platform.machine()} / {os.cpu_count()} CPUs, "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Each section is one benchmark's "
+             "`--quick --json` run; see the benchmark's docstring for what it measures.", ""]
+    for name in names:
+        print(f"bench_{name} ...", flush=True)
+        report, error, seconds = run(name)
+        lines += [f"## bench_{name} ({seconds:.0f} s)", ""]
+        if report is None:
+            lines += [f"failed: `{error}`", ""]
+            continue
+        (folder / f"{name}.json").write_text(json.dumps(report, indent=1))
+        top = {k: v for k, v in report.items() if scalar(v)}
+        if top:
+            lines += [", ".join(f"{k}: {fmt(v)}" for k, v in top.items()), ""]
+        for key, value in report.items():
+            if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+                lines += [f"{key}:", "", *table(value), ""]
+            elif isinstance(value, dict) and value and all(scalar(v) for v in value.values()):
+                lines += [f"{key}:", "", *table([value]), ""]
+        if name == "sampling":
+            lines += [f"![{p}](results/{p})" for p in sampling_plots(report, folder)] + [""]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
