@@ -93,7 +93,7 @@ def _device_problem(device: str):
 
 
 def _registry_problems(cfg: SampleConfig):
-    from fdm_engine.diffusion.spacing import SPACINGS
+    from fdm_engine.diffusion.spacing import SPACINGS, is_spacing_file
     from fdm_engine.samplers import SAMPLERS
     from fdm_engine.writer import OUTPUT_FORMATS
     from sampling_schemes import get_scheme
@@ -105,7 +105,8 @@ def _registry_problems(cfg: SampleConfig):
         yield f"--format {','.join(bad)} unknown (choose from {', '.join(OUTPUT_FORMATS.names())})"
     get_scheme(cfg.scheme)  # FdmError naming the known schemes
     SAMPLERS.get(cfg.sampler)
-    SPACINGS.get(cfg.spacing)
+    if not is_spacing_file(cfg.spacing):  # a FILE.json of timesteps is read (and checked) with the schedule
+        SPACINGS.get(cfg.spacing)
 
 
 def option_default(field: str):
