@@ -16,6 +16,7 @@ from fdm_engine.checkpoint import load_checkpoint
 from fdm_engine.errors import FdmError
 from fdm_engine.published import (PUBLISHED_FORMATS, LoadedPublished, PublishedFormat, detect_format,
                                   load_published, parse_flags, read_published)
+from fdm_engine.models.attention_published import masked_group_norm
 from fdm_engine.models.fdm_unet import FDMUNetConfig, network_timesteps
 from fdm_engine.published.fdm import published_key
 from published_helpers import (FDM_REPO, fdm_published_config, fdm_published_shapes, published_module,
@@ -95,6 +96,36 @@ def test_observed_frames_see_the_jobs_timestep(ckpt):
         other = type(model)(zero).eval()
         other.load_state_dict(model.state_dict())
         assert (other(x, fi, t, obs) - out)[~obs].abs().max() > 1e-3
+
+
+def test_masked_group_norm_is_group_norm_of_the_kept_positions():
+    g = torch.Generator().manual_seed(0)
+    norm = torch.nn.GroupNorm(4, 8)
+    torch.nn.init.normal_(norm.weight, generator=g), torch.nn.init.normal_(norm.bias, generator=g)
+    x = torch.randn(3, 8, 7, generator=g)  # [N, C, L]
+    keep = torch.tensor([[True] * 7, [True] * 4 + [False] * 3, [False, True, True, False, True, False, False]])
+    out = masked_group_norm(x, norm, keep)
+    for n in range(3):
+        alone = norm(x[n:n + 1, :, keep[n]])
+        torch.testing.assert_close(out[n:n + 1, :, keep[n]], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_padding_does_not_change_the_job(tmp_path):
+    """A job padded to share a batch computes what it computes alone (as the published sampler
+    ran it): padding is masked out of the attention and of the temporal norm's statistics.
+    (Weights at scale 0.1: at 0.2 the random net amplifies float rounding to ~1e-4.)"""
+    state = random_state(fdm_published_shapes(), scale=0.1)
+    model = load_published(write_fdm_published(tmp_path / "model000001.pt", state=state), notify=print).model
+    x, fi, t, obs = _inputs(seed=2, F=6)
+    valid = torch.ones_like(obs)
+    valid[:, 4:] = False
+    with torch.no_grad():
+        padded = model(x, fi, t, obs, valid=valid)[:, :4]
+        alone = model(x[:, :4], fi[:, :4], t[:, :4], obs[:, :4])
+    assert (padded - alone).abs().max() <= 1e-5 * alone.abs().max()
+    with torch.no_grad():  # and the padding does matter where it is not masked out
+        unmasked = model(x, fi, t, obs)[:, :4]
+    assert (unmasked - alone).abs().max() > 1e-3 * alone.abs().max()
 
 
 def test_learn_sigma_keeps_the_mean_channels(tmp_path):
@@ -311,19 +342,20 @@ def test_equals_the_published_unet(tmp_path, cfg, padding):
     net = _published_fdm_net(config, state)
     path = write_fdm_published(tmp_path / "ema_0.9999_000010.pt", state=state, **cfg)
     ours = load_published(path, notify=print).model
-    x, fi, t, obs = _inputs(seed=1, B=2, F=6, n_obs=2, level=0.37 * config["diffusion_steps"])
+    x, fi, t, obs = _inputs(seed=1, B=2, F=6 + padding, n_obs=2, level=0.37 * config["diffusion_steps"])
+    real = slice(0, 6)  # the job; slots after it are padding (ours only: the published sampler never padded)
     valid = torch.ones_like(obs)
-    valid[:, valid.shape[1] - padding:] = False  # padding slots: neither observed nor latent
+    valid[:, 6:] = False
     latent = valid & ~obs
     t_job = t.amax(dim=1)  # [B]: one timestep per job
-    obs_mask = obs.float()[:, :, None, None, None]
+    obs_mask = obs[:, real].float()[:, :, None, None, None]
     with torch.no_grad():
         # improved DDPM's wrapper: the net sees t * 1000 / diffusion_steps (rescale_timesteps)
-        ref, _ = net(x, x0=x, timesteps=t_job * 1000 / config["diffusion_steps"], frame_indices=fi,
-                     obs_mask=obs_mask, latent_mask=latent.float()[:, :, None, None, None])
+        ref, _ = net(x[:, real], x0=x[:, real], timesteps=t_job * 1000 / config["diffusion_steps"],
+                     frame_indices=fi[:, real], obs_mask=obs_mask, latent_mask=1 - obs_mask)
         out = ours(x, fi, torch.where(latent, t, torch.zeros_like(t)), obs, valid=valid if padding else None)
-    diff = (out - ref)[latent].abs().max().item()
-    scale = ref[latent].abs().max().item()
+    diff = (out[:, real] - ref)[latent[:, real]].abs().max().item()
+    scale = ref[latent[:, real]].abs().max().item()
     print(f"\nFDM {cfg or 'defaults'} padding {padding}: max|ours - published| = {diff:.3g}, "
           f"output scale {scale:.3g}, ratio {diff / scale:.3g}")
     assert scale > 1e-2  # the weights are not degenerate

@@ -40,6 +40,7 @@ class FrameContext:
     emb: torch.Tensor  # [B, F, E] per-frame time embedding
     rel_feats: torch.Tensor  # [B, F, F, 3] relative-distance features
     mask: torch.Tensor | None  # [B, F, F] bool, True where query i may attend key j; None = all
+    valid: torch.Tensor | None = None  # [B, F] bool, False on padding slots; None when there are none
 
 
 def relative_features(frame_indices: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,9 @@ It differs from our attention (fdm_engine.models.attention) in three ways:
       score_ij = (q_i . k_j + q_i . R^k_ij + k_j . R^q_ji) / sqrt(D)   (masked)
       out_i    = sum_j softmax_j(score_i)_j (v_j + R^v_ij)
 
-Padding slots attend only among themselves (the same mask as ours).
+Padding slots attend only among themselves (the same mask as ours) and are left out of the
+temporal norm's statistics, so a job padded to share a batch computes what the published net
+computes on that job's frames alone (the published sampler never padded).
 """
 
 from __future__ import annotations
@@ -25,6 +27,22 @@ from torch import nn
 
 from fdm_engine.models.attention import AttentionBlock, FrameContext, RelativePositionNet, SpatialAttention
 from fdm_engine.models.blocks import group_norm, zero_module
+
+
+def masked_group_norm(x: torch.Tensor, norm: nn.GroupNorm, keep: torch.Tensor) -> torch.Tensor:
+    """`norm(x)` with statistics over the kept positions only. x [N, C, L]; keep [N, L] bool.
+
+    Positions not kept are normalised with the kept ones' statistics (their values are unused).
+    """
+    N, C, L = x.shape
+    G = norm.num_groups
+    xg = x.float().view(N, G, C // G, L)
+    w = keep.to(xg.dtype)[:, None, None, :]  # [N, 1, 1, L]
+    count = w.sum(dim=-1, keepdim=True).clamp(min=1) * (C // G)  # [N, 1, 1, 1]
+    mean = (xg * w).sum(dim=(2, 3), keepdim=True) / count
+    var = ((xg - mean).square() * w).sum(dim=(2, 3), keepdim=True) / count  # biased, as GroupNorm
+    y = ((xg - mean) * torch.rsqrt(var + norm.eps)).view(N, C, L).to(x.dtype)
+    return y * norm.weight[:, None] + norm.bias[:, None]
 
 
 class PublishedTemporalAttention(nn.Module):
@@ -46,7 +64,11 @@ class PublishedTemporalAttention(nn.Module):
     def forward(self, x: torch.Tensor, ctx: FrameContext) -> torch.Tensor:
         H = x.shape[-2]
         # GroupNorm over (channel group, frames) per position: frames play the spatial axis.
-        h = self.norm(rearrange(x, "(b f) c h w -> (b h w) c f", b=ctx.batch))  # [B*S, C, F]
+        h = rearrange(x, "(b f) c h w -> (b h w) c f", b=ctx.batch)  # [B*S, C, F]
+        if ctx.valid is None:
+            h = self.norm(h)
+        else:
+            h = masked_group_norm(h, self.norm, ctx.valid.repeat_interleave(h.shape[0] // ctx.batch, dim=0))
         h = rearrange(h, "(b s) c f -> b s f c", b=ctx.batch)  # [B, S, F, C]
         q, k, v = rearrange(self.qkv(h), "b s f (three n d) -> three b s n f d", three=3, n=self.num_heads)
         rk, rq, rv = (self._rel(net, ctx) for net in (self.rel_k, self.rel_q, self.rel_v))  # [B, n, F, F, D]

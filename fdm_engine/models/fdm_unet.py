@@ -183,12 +183,14 @@ class FDMUNet(nn.Module):
         check_contract_inputs(self, x, frame_indices, noise_levels, observed, valid)
         B, Fr, _, H, W = x.shape
         emb = self.time_embed(network_timesteps(self.config, noise_levels, observed, valid).reshape(-1))  # [B*F, E]
+        mask = padding_mask(valid)  # [B, F, F] or None
         ctx = FrameContext(
             batch=B,
             frames=Fr,
             emb=emb.view(B, Fr, -1),  # [B, F, E]
             rel_feats=relative_features(frame_indices.long()),  # [B, F, F, 3]
-            mask=padding_mask(valid),  # [B, F, F] or None
+            mask=mask,
+            valid=None if mask is None else valid,
         )
         indicator = observed.to(x.dtype)[:, :, None, None, None].expand(B, Fr, 1, H, W)  # [B, F, 1, H, W]
         h = rearrange(torch.cat([x, indicator], dim=2), "b f c h w -> (b f) c h w")  # [B*F, C+1, H, W]
