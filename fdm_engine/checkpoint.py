@@ -232,7 +232,8 @@ def _first_line(e: BaseException) -> str:
 def _check_meta(path: Path, meta: Any) -> dict[str, Any]:
     """Validate the decoded metadata; `extra` may be absent (hand-made files)."""
     if not isinstance(meta, dict) or "fdm_format" not in meta:
-        raise FdmError(f"{path}: not an fdm checkpoint (no 'fdm_format' in its metadata)")
+        raise FdmError(f"{path}: not an fdm checkpoint (no 'fdm_format' in its metadata; one written by a "
+                       "published codebase converts with `fdm convert SRC DST --from NAME`)")
     if meta["fdm_format"] != FORMAT_VERSION:
         raise FdmError(f"{path}: unsupported fdm_format {meta['fdm_format']!r} "
                        f"(this fdm reads {FORMAT_VERSION})")
