@@ -19,6 +19,7 @@ COMMANDS = {
     "data": "cli.data:data",
     "train": "cli.train:train",
     "eval": "cli.eval:eval_",
+    "report": "cli.report:report",
 }
 
 
