@@ -54,7 +54,8 @@ def render_png(plan: Plan, path: str, title: str = "") -> None:
 
     grid = state_grid(plan)
     n_jobs = max(len(grid), 1)
-    fig = Figure(figsize=(min(4 + plan.length / 40, 24), min(2 + n_jobs * 0.18, 40)))
+    width = min(4 + plan.length / 40, 24)
+    fig = Figure(figsize=(width, min(2 + n_jobs * 0.18, 40)))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.imshow(grid or [[0] * plan.length], cmap=ListedColormap(COLOURS), vmin=-0.5, vmax=3.5,
@@ -63,6 +64,8 @@ def render_png(plan: Plan, path: str, title: str = "") -> None:
     ax.set_ylabel("job")
     ax.set_title(title)
     handles = [Patch(facecolor=c, edgecolor="#555555", label=s) for c, s in zip(COLOURS, STATES)]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=4, frameon=False)
+    # Below the frame axis; two columns when the figure is too narrow for four (short videos).
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4 if width >= 8 else 2,
+              frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # tight: the legend below the axes is not cut off
