@@ -45,8 +45,12 @@ def runs(tmp_path_factory):
     """Two oracle samples folders: hierarchy-2 at 4 fps and autoreg at 2 fps, 2 videos of 16 frames each
     (seconds long, so that a busy machine's browser still sees them playing)."""
     root = tmp_path_factory.mktemp("runs")
-    torch.set_num_threads(1)
-    return sample(root / "hier", "hierarchy-2", 4), sample(root / "auto", "autoreg", 2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the one_thread fixture does for tests (module fixtures run before it)
+    try:
+        return sample(root / "hier", "hierarchy-2", 4), sample(root / "auto", "autoreg", 2)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def report(capsys, *argv) -> tuple[int, str, str]:

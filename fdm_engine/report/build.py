@@ -80,6 +80,7 @@ def write_report(dirs, out, skip_bad: bool = False, progress: bool = True, warn=
     total = sum(len(r.videos) if isinstance(r, SampleRun) else sum(map(len, r.samples.values())) for r in runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be shared
     try:
         with tqdm(total=total, unit="video", desc="report", disable=not progress) as bar:
             conv = _Converter(tmp, skip_bad, warn, bar)
