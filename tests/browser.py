@@ -21,18 +21,29 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-dev-shm-usage", "--window-size=1280,1000")
 
 
-def find_chromium() -> tuple[str, str]:
-    """(browser, driver) paths, or pytest.skip with the reason."""
+def _paths() -> tuple[str | None, str | None]:
     browser = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
-    driver = shutil.which("chromedriver")
-    if browser is None or driver is None:
-        pytest.skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver; "
-                    ".ci/run installs them)")
+    return browser, shutil.which("chromedriver")
+
+
+def missing() -> str | None:
+    """Why a browser test cannot run here, or None (for skipif: before any fixture is built)."""
+    if None in _paths():
+        return ("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver; "
+                ".ci/run installs them)")
     try:
         import selenium  # noqa: F401
     except ImportError:
-        pytest.skip("selenium is not installed (pip install -e '.[test]')")
-    return browser, driver
+        return "selenium is not installed (pip install -e '.[test]')"
+    return None
+
+
+def find_chromium() -> tuple[str, str]:
+    """(browser, driver) paths, or pytest.skip with the reason."""
+    reason = missing()
+    if reason:
+        pytest.skip(reason)
+    return _paths()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from browser import ARTIFACTS, chromium, console_errors  # noqa: F401  (chromium: a fixture)
+from browser import ARTIFACTS, chromium, console_errors, missing  # noqa: F401  (chromium: a fixture)
 from cli.main import main
 from cli_helpers import run_fdm
 from fdm_engine.report import media
@@ -335,6 +335,7 @@ def test_an_earlier_report_is_replaced_and_a_failed_one_leaves_it(runs, tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(missing() is not None, reason=str(missing()))
 def test_page_in_headless_chromium_plays_every_video_in_sync(runs, tmp_path, capsys, chromium):  # noqa: F811
     """Acceptance: durations = frames/fps, playing advances currentTime, the synchronised controls
     move every video together, no console errors, from a copied folder; screenshot kept."""
