@@ -115,6 +115,8 @@ def _sample_section(s) -> str:
                   ("NFE", f"{st['nfe']} ({st['network_calls']} network calls)"),
                   ("wall time", f"{_num(st['wall_s'], 2)} s ({_num(run.plan.get('network_s'), 2)} s in the network)"),
                   ("frames / s", _num(st["frames_per_s"], 2)), ("seed", c.get("seed"))]
+        if "device" in run.plan:
+            facts.append(("device", escape(f"{run.plan['device']}, {run.plan.get('precision', 'fp32')} precision")))
     else:
         facts.append(("stats", "no plan.json in this folder: only its videos are shown"))
     for key, label in (("psnr", "PSNR dB"), ("ssim", "SSIM"), ("fvd", "FVD")):
