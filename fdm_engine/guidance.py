@@ -20,6 +20,7 @@ from torch import nn
 
 from fdm_engine.diffusion import prediction
 from fdm_engine.diffusion.schedule import NoiseSchedule, expand_like
+from fdm_engine.precision import expose_model_attributes
 
 
 class ReconstructionGuidance(nn.Module):
@@ -35,9 +36,7 @@ class ReconstructionGuidance(nn.Module):
         self.schedule = schedule
         self.weight = weight
         self.seed = seed
-        for name in ("image_size", "channels", "max_frames", "config"):
-            if hasattr(model, name):
-                setattr(self, name, getattr(model, name))
+        expose_model_attributes(self, model)
 
     def forward(self, x, frame_indices, noise_levels, observed, valid=None):
         """x [B, F, C, H, W] (observed slots clean); noise_levels [B, F] (0 on observed)."""

@@ -30,6 +30,13 @@ def resolve_precision(precision: str, device: torch.device, exact: bool = False)
     return precision
 
 
+def expose_model_attributes(wrapper: nn.Module, model: nn.Module) -> None:
+    """A wrapper answers for the frame size, channels, K and config of the model it wraps."""
+    for name in ("image_size", "channels", "max_frames", "config"):
+        if hasattr(model, name):
+            setattr(wrapper, name, getattr(model, name))
+
+
 class Autocast(nn.Module):
     """model(...) under autocast(dtype); the output comes back as float32."""
 
@@ -38,9 +45,7 @@ class Autocast(nn.Module):
         self.model = model
         self.dtype = dtype
         self.device_type = device_type
-        for name in ("image_size", "channels", "max_frames", "config"):
-            if hasattr(model, name):
-                setattr(self, name, getattr(model, name))
+        expose_model_attributes(self, model)
 
     def forward(self, *args, **kwargs):
         with torch.autocast(self.device_type, dtype=self.dtype):

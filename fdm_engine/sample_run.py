@@ -35,7 +35,7 @@ from fdm_engine.precision import resolve_precision, with_precision
 from fdm_engine.sample_config import SampleConfig
 from fdm_engine.sample_state import BadState, RunState
 from fdm_engine.samplers import make_sampler
-from fdm_engine.writer import video_stem, write_outputs
+from fdm_engine.writer import BackgroundWriter, video_stem, write_outputs
 from sampling_schemes import job_source
 
 __all__ = ["SampleConfig", "Shard", "SamplingRun", "resolve_device", "build", "execute", "run_sampling"]
@@ -129,7 +129,8 @@ def build(cfg: SampleConfig, loaded, device: torch.device) -> SamplingRun:
 # -- execute -------------------------------------------------------------------------------
 def execute(run: SamplingRun, video_ids: list[int], on_video: Callable[[OpenVideo], None],
             state: RunState | None = None, counters: Counters | None = None,
-            on_job: Callable[[int], None] | None = None) -> Counters:
+            on_job: Callable[[int], None] | None = None,
+            after_round: Callable[[], None] | None = None) -> Counters:
     """Stream `video_ids` through the executor; `state` journals each round and restores videos."""
     frame_shape = None
 
@@ -151,6 +152,8 @@ def execute(run: SamplingRun, video_ids: list[int], on_video: Callable[[OpenVide
         for t in tasks:
             state.append(t.video.video, t.order, t.job, t.video.buffer[list(t.job.latent)])
         state.commit(dataclasses.asdict(c))
+        if after_round:
+            after_round()
 
     return run.executor.stream(video_ids, open_video, run.videos_in_flight, counters=counters,
                                on_round=on_round, on_video=on_video, on_job=on_job)
@@ -177,16 +180,25 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
         def on_job(n_latent: int) -> None:
             bar.update(1)
 
+        # Outputs are written on a thread while the next videos sample; a video leaves the state
+        # only once its files are written.
+        writer, plans = BackgroundWriter(max_pending=1), {}
+
         def on_video(video: OpenVideo) -> None:
-            write_outputs(out, video.video, video.buffer, cfg.formats, save_raw=cfg.save_raw, fps=cfg.fps)
-            jobs = [j.to_dict() for j in video.jobs.plan.jobs] if video.video == min(video_ids) else None
-            if jobs is not None:
-                first["jobs"] = jobs
-            state.finish_video(video.video, jobs)
+            if video.video == min(video_ids):
+                first["jobs"] = [j.to_dict() for j in video.jobs.plan.jobs]
+            plans[video.video] = first["jobs"] if video.video == min(video_ids) else None
+            writer.submit(video.video, lambda: write_outputs(out, video.video, video.buffer, cfg.formats,
+                                                             save_raw=cfg.save_raw, fps=cfg.fps))
+
+        def written(videos: list[int]) -> None:
+            for v in videos:
+                state.finish_video(v, plans.pop(v))
 
         start = time.perf_counter()
         counters = execute(run, todo, on_video, state=state, counters=Counters(**state.manifest.counters),
-                           on_job=on_job)
+                           on_job=on_job, after_round=lambda: written(writer.done()))
+        written(writer.close())
         bar.close()
         wall = time.perf_counter() - start
         summary = _summary(run, first["jobs"], counters, wall, shard)

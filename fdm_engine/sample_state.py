@@ -83,7 +83,8 @@ class Manifest:
     first_jobs: list | None = None  # the jobs of the run's first video (for plan.json)
 
     def to_json(self) -> str:
-        body = {"kind": KIND, "version": VERSION, **dataclasses.asdict(self)}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # shallow: no deep copies
+        body = {"kind": KIND, "version": VERSION, **fields}
         text = json.dumps(body, sort_keys=True)
         return json.dumps({"crc32": zlib.crc32(text.encode()), "state": body}, sort_keys=True)
 

@@ -53,11 +53,17 @@ def _strip(path: Path, pixels, frames, options: WriteOptions) -> None:
 @OUTPUT_FORMATS.register("npz")
 def _arrays(path: Path, pixels, frames, options: WriteOptions) -> None:
     """`frames` (uint8 [T, H, W, C]) and, with save_raw, `raw` (float32 [T, C, H, W], unclipped)."""
+    import zipfile
+
     arrays = {"frames": pixels}
     if options.save_raw:
         arrays["raw"] = frames.float().numpy()
-    with atomic_write(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
+    # np.load reads it as np.savez_compressed's; deflate level 1 compresses video frames ~4x faster
+    # than savez_compressed's level 6 for a few percent more bytes.
+    with atomic_write(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for name, array in arrays.items():
+            with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
 
 
 def video_stem(out: Path, video_id: int) -> Path:
@@ -78,3 +84,58 @@ def write_outputs(out: Path, video_id: int, frames: torch.Tensor, formats, save_
         OUTPUT_FORMATS.get(fmt)(path, pixels, frames, options)
         written.append(path)
     return written
+
+
+class BackgroundWriter:
+    """Writes finished videos on a thread while the executor samples the next ones.
+
+    `submit(video_id, job)` queues a write (blocking while `max_pending` are queued, so memory
+    stays bounded); `done()` returns the ids written since the last call; `close()` waits for the
+    rest. An error in a write is raised in the caller's thread by the next call.
+    """
+
+    def __init__(self, max_pending: int = 1):
+        import queue
+        import threading
+
+        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._done: list[int] = []
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._work, name="fdm-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            video_id, job = item
+            try:
+                if self._error is None:
+                    job()
+                    with self._lock:
+                        self._done.append(video_id)
+            except BaseException as e:  # handed to the caller's thread
+                self._error = e
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def submit(self, video_id: int, job) -> None:
+        self._raise()
+        self._queue.put((video_id, job))
+
+    def done(self) -> list[int]:
+        self._raise()
+        with self._lock:
+            out, self._done = self._done, []
+        return out
+
+    def close(self) -> list[int]:
+        """Wait for every queued write; returns the ids not yet reported by done()."""
+        self._queue.put(None)
+        self._thread.join()
+        return self.done()
