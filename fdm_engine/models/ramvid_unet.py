@@ -8,7 +8,9 @@ all F*H*W positions of the clip.
 How the denoiser contract (docs/denoiser.md) maps onto it:
 - noise_levels: RaMViD has one timestep per clip: the time embedding takes the largest level over
   the clip's real frames, i.e. the latent frames' level (observed frames are 0 and given clean).
-- observed: an extra input plane, 1 on conditioning frames (RaMViD's masked frames).
+- observed: an extra input plane, 1 on conditioning frames (RaMViD's masked frames). With
+  `observed_plane=False` there is none: conditioning frames are told apart only by being clean,
+  as in the published network (checkpoints converted from RaMViD's own trainer).
 - frame_indices: RaMViD has no frame-index conditioning; its convs see slot neighbours. The model
   puts frames in ascending frame-index order (and back afterwards), then requires the real frames
   to be consecutive (i, i+1, ...): jobs with gaps are refused with FdmError, so use it with
@@ -60,6 +62,9 @@ class RaMViDUNetConfig(Config):
     published config); True halves time at every down-sampling level as well, so F must then be
     divisible by 2^(len(channel_mult) - 1). `num_frames` is RaMViD's `--seq_len` (training clip
     length, the default K); the network accepts any F.
+    `observed_plane`: an extra input plane marks the observed frames (ours); False leaves it out,
+    as the published RaMViD network has it. `time_scale` multiplies timesteps before the
+    embedding (improved-diffusion's `rescale_timesteps`: 1000 / diffusion_steps; 1 = as given).
     """
 
     image_size: int = 64
@@ -72,9 +77,15 @@ class RaMViDUNetConfig(Config):
     dropout: float = 0.0
     scale_time_dim: bool = False
     num_frames: int = 16
+    observed_plane: bool = True
+    time_scale: float = 1.0
 
     def __post_init__(self):
         check_unet_shape(self, "RaMViDUNetConfig", attention_levels=set(self.attention_resolutions))
+        if not isinstance(self.observed_plane, bool):
+            raise FdmError(f"RaMViDUNetConfig.observed_plane must be true or false (got {self.observed_plane!r})")
+        if not self.time_scale > 0:
+            raise FdmError(f"RaMViDUNetConfig.time_scale must be > 0 (got {self.time_scale})")
         if not isinstance(self.scale_time_dim, bool):
             raise FdmError(f"RaMViDUNetConfig.scale_time_dim must be true or false (got {self.scale_time_dim!r})")
         if self.num_frames < 1:
@@ -132,7 +143,8 @@ class RaMViDUNet(nn.Module):
         t = 2 if config.scale_time_dim else 1
 
         self.time_embed = TimestepEmbedding(config.base_channels, emb_dim)
-        self.in_conv = conv_nd(3, config.channels + 1, config.base_channels, 3, padding=1)
+        in_planes = config.channels + int(config.observed_plane)
+        self.in_conv = conv_nd(3, in_planes, config.base_channels, 3, padding=1)
         self.down, self.middle, self.up, ch = build_levels(
             config,
             res_block=lambda cin, cout: ResBlock(cin, cout, emb_dim, config.dropout, dims=3),
@@ -189,9 +201,12 @@ class RaMViDUNet(nn.Module):
                 f"RaMViD with scale_time_dim needs a frame count divisible by {self.config.time_factor} "
                 f"(got {n} real frames)"
             )
-        emb = self.time_embed(noise_levels.amax(dim=1))  # [b, E] one timestep per clip: the latent level
-        indicator = observed.to(x.dtype)[:, :, None, None, None].expand(b, n, 1, H, W)  # [b, n, 1, H, W]
-        h = rearrange(torch.cat([x, indicator], dim=2), "b f c h w -> b c f h w")  # [b, C+1, n, H, W]
+        t = noise_levels.amax(dim=1)  # [b] one timestep per clip: the latent level
+        emb = self.time_embed(t * self.config.time_scale if self.config.time_scale != 1 else t)  # [b, E]
+        if self.config.observed_plane:
+            indicator = observed.to(x.dtype)[:, :, None, None, None].expand(b, n, 1, H, W)  # [b, n, 1, H, W]
+            x = torch.cat([x, indicator], dim=2)  # [b, n, C+1, H, W]
+        h = rearrange(x, "b f c h w -> b c f h w")  # [b, C(+1), n, H, W]
 
         h = self.in_conv(h)  # [b, base, n, H, W]
         skips = [h]

@@ -1,0 +1,98 @@
+"""Converted RaMViD / SSM / video_diffusion networks compute what the published ones compute.
+
+Runs only where local copies of the published repositories are present:
+
+    FDM_PUBLISHED_REPOS=/path/to/dir    holding RaMViD/, SSM-Meets-Video-Diffusion-Models/, video_diffusion/
+
+(their code is imported from there, never copied into this repository; SSM and video_diffusion
+also need `einops-exts` and `rotary-embedding-torch` installed). Each check builds the published
+network from the flags / config a user trains with, gives every tensor random values, converts its
+state dict with `fdm_engine.published`, and runs both networks on identical inputs: the latent
+frames' outputs must agree to 1e-4 x the output's scale (fp32).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = os.environ.get("FDM_PUBLISHED_REPOS")
+pytestmark = [
+    pytest.mark.skipif(not ROOT, reason="set FDM_PUBLISHED_REPOS to local copies of the published repositories"),
+    pytest.mark.usefixtures("one_thread"),
+]
+TOL = 1e-4
+
+
+def published(repo: str, *modules: str):
+    """Import `modules` from the local copy of `repo` (its root on sys.path)."""
+    path = Path(ROOT) / repo
+    if not path.is_dir():
+        pytest.skip(f"{path} is missing")
+    sys.path.insert(0, str(path))
+    try:
+        return [importlib.import_module(m) for m in modules]
+    finally:
+        sys.path.remove(str(path))
+
+
+def randomize(net: torch.nn.Module, seed: int = 0, scale: float = 0.2) -> None:
+    """Every parameter random (published inits zero the output layers, which would hide errors);
+    norms' scales stay near 1 so activations stay O(1)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            noise = torch.randn(p.shape, generator=g) * scale
+            if name.endswith(("norm.weight", "gamma", "in_layers.0.weight", "out_layers.0.weight", "out.0.weight")):
+                p.copy_(1 + noise)
+            else:
+                p.copy_(noise)
+
+
+def report(name: str, ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    diff = (ours - theirs).abs().max().item()
+    scale = theirs.abs().max().item()
+    print(f"{name}: max|diff| = {diff:.3g}, output scale (max|out|) = {scale:.3g}, ratio = {diff / scale:.3g}")
+    return diff / scale
+
+
+# ---- RaMViD -----------------------------------------------------------------------------------
+
+
+RAMVID_FLAGS = ("--image_size 32 --num_channels 32 --num_res_blocks 1 --scale_time_dim 0 "
+                "--diffusion_steps 1000 --noise_schedule linear --seq_len 6")
+
+
+@pytest.mark.parametrize("flags", [
+    RAMVID_FLAGS,
+    RAMVID_FLAGS + " --learn_sigma True --diffusion_steps 250",  # variance channels dropped, t rescaled
+    RAMVID_FLAGS.replace("--scale_time_dim 0", "--scale_time_dim 8").replace("--seq_len 6", "--seq_len 8"),
+])
+def test_ramvid_matches_published(flags):
+    (script_util,) = published("RaMViD", "diffusion_openai.script_util")
+    from fdm_engine.published import ramvid
+
+    args = ramvid.read_flags(flags)
+    keys = script_util.model_and_diffusion_defaults().keys()
+    net, diffusion = script_util.create_model_and_diffusion(**{k: args[k] for k in keys})
+    randomize(net)
+    net.eval()
+    ours, _, _ = ramvid.convert(net.state_dict(), "published.pt", flags)
+    ours.eval()
+
+    B, Fr, C, H = 2, args["seq_len"], 3, args["image_size"]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(B, Fr, C, H, H, generator=g)
+    t = torch.tensor([37, args["diffusion_steps"] - 13])
+    observed = torch.zeros(B, Fr, dtype=torch.bool)
+    observed[0, :2] = True  # clip 0: two conditioning frames (given clean); clip 1: none
+    with torch.no_grad():
+        theirs = diffusion._wrap_model(net)(x.permute(0, 2, 1, 3, 4), t)[:, :C].transpose(1, 2)  # t rescaled as sampling does
+        mine = ours(x, torch.arange(Fr).repeat(B, 1), torch.where(observed, 0, t[:, None]).float(), observed)
+    latent = ~observed
+    assert report(f"ramvid [{flags}]", mine[latent], theirs[latent]) <= TOL
