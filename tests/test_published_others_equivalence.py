@@ -47,6 +47,8 @@ def randomize(net: torch.nn.Module, seed: int = 0, scale: float = 0.2) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in net.named_parameters():
+            if not p.requires_grad:  # constants stored as parameters (rotary frequencies)
+                continue
             noise = torch.randn(p.shape, generator=g) * scale
             if name.endswith(("norm.weight", "gamma", "in_layers.0.weight", "out_layers.0.weight", "out.0.weight")):
                 p.copy_(1 + noise)
@@ -96,3 +98,78 @@ def test_ramvid_matches_published(flags):
         mine = ours(x, torch.arange(Fr).repeat(B, 1), torch.where(observed, 0, t[:, None]).float(), observed)
     latent = ~observed
     assert report(f"ramvid [{flags}]", mine[latent], theirs[latent]) <= TOL
+
+
+# ---- SSM --------------------------------------------------------------------------------------
+
+
+def import_ssm(folder: str):
+    """The SSM repository's model module from `folder` ("" = the current code, "past_repo" = the
+    paper's); its data / logging imports (torchvision, wandb) are stubbed: the network needs none."""
+    import types
+
+    class Stub(types.ModuleType):
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return Stub(name)
+
+        def __call__(self, *args, **kwargs):
+            return Stub("call")
+
+    for name in ("torchvision", "torchvision.transforms", "torchvision.datasets", "wandb"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            sys.modules[name] = Stub(name)
+    for name in [m for m in sys.modules if m.startswith("video_diffusion_pytorch")]:
+        del sys.modules[name]
+    (wip,) = published(str(Path("SSM-Meets-Video-Diffusion-Models") / folder),
+                       "video_diffusion_pytorch.wip_video_diffusion_pytorch")
+    return wip
+
+
+SSM_FLAGS = ("--image_size 16 --channels 3 --num_frames 5 --base_channel_size 16 --attn_heads 2 "
+             "--attn_dim_head 8 --timesteps 100")
+
+
+@pytest.mark.parametrize("folder,flags", [
+    ("", SSM_FLAGS + " --temporal_layer attn"),
+    ("past_repo", SSM_FLAGS + " --temporal_layer attn --timeemb_linears 3"),
+    ("past_repo", SSM_FLAGS + " --temporal_layer bi-s4d --s4d_version 16 --s4d_hidden_dim 8 --s4d_linear_dim 12"),
+    ("past_repo", SSM_FLAGS + " --temporal_layer bi-s4d --s4d_version 8 --s4d_hidden_dim 8 --s4d_linear_dim 12"),
+])
+def test_ssm_matches_published(folder, flags):
+    wip = import_ssm(folder)
+    from fdm_engine.published import ssm
+
+    args = ssm.read_flags(flags)
+    names = ("s4d_hidden_dim", "s4d_linear_dim", "s4d_version") if folder else (
+        "ssm_hidden_dim", "ssm_linear_dim", "ssm_version")
+    hidden, linear, version = (args[n] for n in names)
+    net = wip.Unet3D(dim=args["base_channel_size"], dim_mults=(1, 2, 4, 8), channels=args["channels"],
+                     timeemb_linears=args["timeemb_linears"], attn_heads=args["attn_heads"],
+                     attn_dim_head=args["attn_dim_head"], temporal_arch=args["temporal_layer"],
+                     **{names[0]: hidden, names[1]: linear, names[2]: version})
+    diffusion = wip.GaussianDiffusion(torch.nn.DataParallel(net), image_size=args["image_size"],
+                                      channels=args["channels"], num_frames=args["num_frames"],
+                                      timesteps=args["timesteps"])
+    randomize(net)
+    net.eval()
+    ema = {k: v + 1 for k, v in diffusion.state_dict().items()}  # a distinct "ema" copy
+    checkpoint = {"step": 7, "model": diffusion.state_dict(), "ema": ema, "opt": {}, "scaler": {}}
+    ours, ema_state, _, extra = ssm.convert(checkpoint, "model-1.pt", flags)
+    assert extra == {"step": 7} and set(ema_state) == set(ours.state_dict())
+    ours.eval()
+
+    B, Fr, C, H = 2, args["num_frames"], args["channels"], args["image_size"]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(B, Fr, C, H, H, generator=g)
+    t = torch.tensor([3, args["timesteps"] - 1])
+    observed = torch.zeros(B, Fr, dtype=torch.bool)
+    observed[0, :2] = True
+    with torch.no_grad():
+        theirs = net(x.transpose(1, 2), t).transpose(1, 2)
+        mine = ours(x, torch.arange(Fr).repeat(B, 1) + 10, torch.where(observed, 0, t[:, None]).float(), observed)
+    latent = ~observed
+    assert report(f"ssm {folder or 'current'} [{flags}]", mine[latent], theirs[latent]) <= TOL

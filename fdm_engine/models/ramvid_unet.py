@@ -42,8 +42,7 @@ from fdm_engine.models.blocks import (
     group_norm,
     zero_module,
 )
-from fdm_engine.models.contract import check_contract_inputs
-from fdm_engine.models.temporal_layers import frame_order
+from fdm_engine.models.contract import check_contract_inputs, on_real_frames
 from fdm_engine.models.vdm_unet import (
     build_levels,
     check_unet_shape,
@@ -166,25 +165,7 @@ class RaMViDUNet(nn.Module):
         """x [B, F, C, H, W]; frame_indices [B, F] int64; noise_levels [B, F] float timesteps;
         observed [B, F] bool; valid [B, F] bool or None -> pred [B, F, C, H, W] (0 on padding)."""
         check_contract_inputs(self, x, frame_indices, noise_levels, observed, valid)
-        B, Fr = x.shape[:2]
-        if valid is not None and bool(valid.all()):
-            valid = None
-        perm = frame_order(frame_indices.long(), valid)  # [B, F] real frames by index, padding last
-
-        def slots(t: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-            return torch.take_along_dim(t, order.view(B, Fr, *(1,) * (t.dim() - 2)), dim=1)
-
-        xs, idx, levels, obs = (slots(t, perm) for t in (x, frame_indices.long(), noise_levels, observed))
-        if valid is None:
-            out = self.clip_forward(xs, idx, levels, obs)
-        else:
-            n_real = valid.sum(dim=1)  # [B]
-            out = torch.zeros_like(x)
-            for n in sorted(set(n_real.tolist()) - {0}):
-                rows = (n_real == n).nonzero().squeeze(1)
-                piece = self.clip_forward(xs[rows, :n], idx[rows, :n], levels[rows, :n], obs[rows, :n])
-                out = out.index_copy(0, rows, F.pad(piece, (0, 0, 0, 0, 0, 0, 0, Fr - n)))
-        return slots(out, torch.argsort(perm, dim=1))  # back to the caller's slot order
+        return on_real_frames(self.clip_forward, x, frame_indices, noise_levels, observed, valid)
 
     def clip_forward(self, x, frame_indices, noise_levels, observed) -> torch.Tensor:
         """The network on whole clips of consecutive frames, slots in frame order.

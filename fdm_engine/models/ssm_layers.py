@@ -11,6 +11,10 @@ Tokens are the F frames at one spatial position. With u [N, C, F] (N = batch x p
                                                                     output GLU per direction)
     out  = W_2 GELU(W_1 GELU(z))           the MLP, hidden `mlp_hidden` (512 in the paper)
 
+Two options reproduce the SSM authors' published layer exactly (its `S4DLayer`, versions 16 and 8):
+`input_mlp` puts a second MLP (hidden `mlp_hidden`) on u before both scans (their v16), and
+`gelu_first=False` drops the GELU on z before W_1 (their v16 and v8 feed z to W_1 directly).
+
 Every step is pointwise in time except the two S4D convolutions, so time and memory are linear in
 F (the S4D `scan` mode never builds the H x N/2 x F Vandermonde kernel). The layer is the
 temporal mixer only: a UNet wraps it as x + layer(norm(x)) like its attention layers.
@@ -121,6 +125,8 @@ class BiS4DConfig(Config):
     dt_max: float = 1e-1
     mode: str = "scan"  # "scan" (chunked recurrence through kernels.diag_scan) or "conv" (FFT)
     chunk: int = 0  # scan chunk length; 0 = automatic
+    input_mlp: bool = False  # an MLP (hidden mlp_hidden) on the input before both scans
+    gelu_first: bool = True  # GELU on the combined scans before the output MLP
 
     def __post_init__(self):
         object.__setattr__(self, "mix", mix_name(self.mix))  # the seed's "v16" / "v8" stored as sum / glu
@@ -146,11 +152,16 @@ class BiS4D(nn.Module):
         if config.mix == "glu":
             self.gate_fwd = nn.Linear(C, 2 * C)
             self.gate_bwd = nn.Linear(C, 2 * C)
+        if config.input_mlp:
+            self.fc_in1 = nn.Linear(C, config.mlp_hidden)
+            self.fc_in2 = nn.Linear(config.mlp_hidden, C)
         self.fc1 = nn.Linear(C, config.mlp_hidden)
         self.fc2 = nn.Linear(config.mlp_hidden, C)
 
     def mix(self, x: torch.Tensor, mode: str | None = None) -> torch.Tensor:
         """x [N, F, C] (N independent sequences of F frames) -> [N, F, C]."""
+        if self.config.input_mlp:
+            x = self.fc_in2(F.gelu(self.fc_in1(x)))  # [N, F, C]
         u = x.transpose(1, 2)  # [N, C, F]
         y_f = self.fwd(u, mode).transpose(1, 2)  # [N, F, C]
         y_b = self.bwd(u.flip(-1), mode).flip(-1).transpose(1, 2)  # [N, F, C]
@@ -158,7 +169,9 @@ class BiS4D(nn.Module):
             z = F.glu(self.gate_fwd(F.gelu(y_f)), dim=-1) + F.glu(self.gate_bwd(F.gelu(y_b)), dim=-1)
         else:
             z = y_f + y_b
-        return self.fc2(F.gelu(self.fc1(F.gelu(z))))  # [N, F, C]
+        if self.config.gelu_first:
+            z = F.gelu(z)
+        return self.fc2(F.gelu(self.fc1(z)))  # [N, F, C]
 
     def forward(self, x: torch.Tensor, frames: int | None = None, mode: str | None = None) -> torch.Tensor:
         """Temporal mixing at every spatial position; the output has the input's layout.
