@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from fdm_engine.checkpoint import load_checkpoint, save_checkpoint
 from fdm_engine.errors import FdmError
+from cli_helpers import run_fdm
 from fdm_engine.published import keymap, ramvid, ssm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -309,3 +310,79 @@ def test_bi_s4d_published_v16_formula():
 def test_strip_prefix_only_when_every_key_has_it():
     assert keymap.strip_prefix({"module.a": 1, "module.b": 2}, "module.") == {"a": 1, "b": 2}
     assert keymap.strip_prefix({"module.a": 1, "b": 2}, "module.") == {"module.a": 1, "b": 2}
+
+
+# ---- `fdm convert --from ramvid / ssm` ------------------------------------------------------------
+
+
+def _cli_error(capsys, *argv) -> str:
+    code, out, err = run_fdm(capsys, *argv)
+    assert code == 2, (out, err)
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("fmt", ["ramvid", "ssm"])
+def test_cli_convert_round_trips_bit_exactly(capsys, tmp_path, fmt):
+    if fmt == "ramvid":
+        src, flags = tmp_path / "ema_0.9999_000100.pt", RAMVID_FLAGS
+        source = random_state(ramvid_published_shapes())
+        torch.save(source, src)
+        want = ramvid.convert(source, src, flags)[0].state_dict()
+    else:
+        src, flags = tmp_path / "model-3.pt", SSM_FLAGS + BI_S4D
+        ckpt = ssm_checkpoint(flags)
+        torch.save(ckpt, src)
+        _, want, _, _ = ssm.convert(ckpt, src, flags)  # the EMA weights are the ones converted
+    dst = tmp_path / f"{fmt}.safetensors"
+    code, out, err = run_fdm(capsys, "convert", src, dst, "--from", fmt, "--flags", flags)
+    assert code == 0, err
+    assert f"from the published {fmt} checkpoint" in out
+    loaded = load_checkpoint(dst)
+    assert loaded.extra["published"]["format"] == fmt
+    assert loaded.model_name == {"ramvid": "ramvid", "ssm": "unet3d"}[fmt]
+    for k, v in want.items():
+        assert torch.equal(loaded.model.state_dict()[k], v), k
+    back = tmp_path / f"{fmt}.pt"
+    assert run_fdm(capsys, "convert", dst, back)[0] == 0
+    again = load_checkpoint(back)
+    assert all(torch.equal(again.model.state_dict()[k], v) for k, v in want.items())
+
+
+def test_cli_bad_inputs(capsys, tmp_path):
+    src = tmp_path / "model000100.pt"
+    state = random_state(ramvid_published_shapes())
+    torch.save(state, src)
+    dst = tmp_path / "x.safetensors"
+    err = _cli_error(capsys, "convert", src, dst, "--from", "ramvid")
+    assert str(src) in err and "needs --flags" in err
+    err = _cli_error(capsys, "convert", src, dst, "--from", "ramvid", "--flags", RAMVID_FLAGS + " --num_channels 64")
+    assert "'time_embed.0.weight' has shape (128, 32) but" in err and "needs (256, 64)" in err
+    err = _cli_error(capsys, "convert", src, dst, "--from", "ramvid", "--flags", "--bogus 1")
+    assert str(src) in err and "unknown flag --bogus" in err
+    ckpt = tmp_path / "model-1.pt"
+    torch.save(ssm_checkpoint(SSM_FLAGS), ckpt)
+    err = _cli_error(capsys, "convert", ckpt, dst)  # recognised as SSM, but its flags are needed
+    assert str(ckpt) in err and "--from ssm needs --flags" in err
+    err = _cli_error(capsys, "convert", ckpt, dst, "--from", "ssm", "--flags", SSM_FLAGS, "--config", src)
+    assert "not --config" in err
+
+
+class _Payload:
+    """Unpickling this creates `marker`: what a hostile checkpoint would do, made harmless."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("fmt", ["ramvid", "ssm"])
+def test_cli_refuses_a_pickle_that_would_run_code(capsys, tmp_path, fmt):
+    bad, marker = tmp_path / "model.pt", tmp_path / "pwned"
+    torch.save({"input_blocks.0.0.weight": _Payload(marker)} if fmt == "ramvid" else
+               {"step": 1, "model": {}, "ema": {"x": _Payload(marker)}}, bad)
+    err = _cli_error(capsys, "convert", bad, tmp_path / "x.safetensors", "--from", fmt, "--flags", "--seed 1")
+    assert str(bad) in err and "could run code" in err
+    assert not marker.exists()

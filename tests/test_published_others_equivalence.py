@@ -2,7 +2,7 @@
 
 Runs only where local copies of the published repositories are present:
 
-    FDM_PUBLISHED_REPOS=/path/to/dir    holding RaMViD/, SSM-Meets-Video-Diffusion-Models/, video_diffusion/
+    FDM_PUBLISHED_SRC=/path/to/dir    holding RaMViD/, SSM-Meets-Video-Diffusion-Models/, video_diffusion/
 
 (their code is imported from there, never copied into this repository; SSM and video_diffusion
 also need `einops-exts` and `rotary-embedding-torch` installed). Each check builds the published
@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = os.environ.get("FDM_PUBLISHED_REPOS")
+from published_helpers import PUBLISHED_SRC_ENV
+
+ROOT = os.environ.get(PUBLISHED_SRC_ENV)
 pytestmark = [
-    pytest.mark.skipif(not ROOT, reason="set FDM_PUBLISHED_REPOS to local copies of the published repositories"),
+    pytest.mark.skipif(not ROOT, reason=f"set {PUBLISHED_SRC_ENV} to local copies of the published repositories"),
     pytest.mark.usefixtures("one_thread"),
 ]
 TOL = 1e-4

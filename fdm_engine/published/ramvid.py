@@ -26,7 +26,8 @@ from fdm_engine.diffusion.schedule import DiffusionConfig
 from fdm_engine.errors import FdmError
 from fdm_engine.models.blocks import Downsample, ResBlock, Upsample
 from fdm_engine.models.ramvid_unet import JointAttention, RaMViDUNet, RaMViDUNetConfig
-from fdm_engine.published.keymap import KeyMap, conv1x1_to_linear, flags_like, parse_flags
+from fdm_engine.published import PUBLISHED_FORMATS, LoadedPublished, PublishedFormat, load_pickle
+from fdm_engine.published.keymap import KeyMap, conv1x1_to_linear, flags_like, parse_flags, strip_prefix
 
 WHAT = "ramvid --flags"
 
@@ -48,32 +49,32 @@ FLAGS = flags_like(TRAIN_DEFAULTS)
 CHANNEL_MULT = {256: (1, 1, 2, 2, 4, 4), 128: (1, 2, 3, 4), 64: (1, 2, 3, 4), 32: (1, 2, 2, 2)}
 
 
-def read_flags(flags: str | None) -> dict[str, Any]:
+def read_flags(flags: str | None, what: str = WHAT) -> dict[str, Any]:
     """The published training arguments from the user's flag string."""
-    return parse_flags(flags, FLAGS, WHAT)
+    return parse_flags(flags, FLAGS, what)
 
 
-def model_config(args: dict[str, Any]) -> RaMViDUNetConfig:
+def model_config(args: dict[str, Any], what: str = WHAT) -> RaMViDUNetConfig:
     """Our RaMViDUNetConfig for the published arguments (FdmError for what we cannot reproduce)."""
     size = args["image_size"]
     if size not in CHANNEL_MULT:
-        raise FdmError(f"{WHAT}: --image_size {size} is not one RaMViD builds (it has {sorted(CHANNEL_MULT)})")
+        raise FdmError(f"{what}: --image_size {size} is not one RaMViD builds (it has {sorted(CHANNEL_MULT)})")
     if args["class_cond"]:
-        raise FdmError(f"{WHAT}: --class_cond True (class-conditional RaMViD) is not supported")
+        raise FdmError(f"{what}: --class_cond True (class-conditional RaMViD) is not supported")
     if not args["use_scale_shift_norm"]:
-        raise FdmError(f"{WHAT}: --use_scale_shift_norm False is not supported (our ResBlocks scale-shift)")
+        raise FdmError(f"{what}: --use_scale_shift_norm False is not supported (our ResBlocks scale-shift)")
     if args["num_heads_upsample"] not in (-1, args["num_heads"]):
-        raise FdmError(f"{WHAT}: --num_heads_upsample {args['num_heads_upsample']} differs from --num_heads "
+        raise FdmError(f"{what}: --num_heads_upsample {args['num_heads_upsample']} differs from --num_heads "
                        f"{args['num_heads']}; not supported")
     mults = CHANNEL_MULT[size]
     widths = {m * args["num_channels"] for m in mults} | {args["num_channels"]}
     if any(w % 32 for w in widths):
-        raise FdmError(f"{WHAT}: --num_channels {args['num_channels']} gives widths {sorted(widths)}; "
+        raise FdmError(f"{what}: --num_channels {args['num_channels']} gives widths {sorted(widths)}; "
                        f"RaMViD's GroupNorm(32) needs multiples of 32")
     try:
         res = tuple(int(r) for r in str(args["attention_resolutions"]).split(",") if r.strip())
     except ValueError:
-        raise FdmError(f"{WHAT}: --attention_resolutions {args['attention_resolutions']!r} is not a "
+        raise FdmError(f"{what}: --attention_resolutions {args['attention_resolutions']!r} is not a "
                        f"comma-separated list of integers") from None
     # The published net attends where the down-sampling rate ds = 2^level is image_size // r.
     attention = tuple(sorted({size // (size // r) for r in res if 0 < r <= size}, reverse=True))
@@ -82,7 +83,7 @@ def model_config(args: dict[str, Any]) -> RaMViDUNetConfig:
     if S and S % 2 ** levels:
         # The published net halves time while S >> level > 0 and up-samples back to S >> level
         # frames: for clips of S frames that is our halving exactly when 2^levels divides S.
-        raise FdmError(f"{WHAT}: --scale_time_dim {S} is not supported: time down-sampling matches ours "
+        raise FdmError(f"{what}: --scale_time_dim {S} is not supported: time down-sampling matches ours "
                        f"only for 0 or a multiple of {2 ** levels} (the clip length it was trained on)")
     steps = args["diffusion_steps"]
     return RaMViDUNetConfig(
@@ -94,9 +95,9 @@ def model_config(args: dict[str, Any]) -> RaMViDUNetConfig:
     )
 
 
-def diffusion_config(args: dict[str, Any]) -> DiffusionConfig:
+def diffusion_config(args: dict[str, Any], what: str = WHAT) -> DiffusionConfig:
     if args["noise_schedule"] not in ("linear", "cosine"):
-        raise FdmError(f"{WHAT}: --noise_schedule {args['noise_schedule']!r} is unknown (linear, cosine)")
+        raise FdmError(f"{what}: --noise_schedule {args['noise_schedule']!r} is unknown (linear, cosine)")
     return DiffusionConfig(schedule=args["noise_schedule"], num_steps=args["diffusion_steps"],
                            prediction="x0" if args["predict_xstart"] else "eps")
 
@@ -177,14 +178,50 @@ def qkv_heads_first_to_ours(t: torch.Tensor, heads: int) -> torch.Tensor:
     return t.reshape(rows, *cols)
 
 
-def convert(state: dict[str, Any], src: Path | str, flags: str | None):
-    """(model, diffusion config, notes) for a published RaMViD state dict and its flags.
+def translate(state: dict[str, Any], src: Path | str, flags: str | None) -> LoadedPublished:
+    """A published RaMViD state dict and its flags in our terms (module doc)."""
+    what = f"{src}: --flags"
+    args = read_flags(flags, what)
+    cfg = model_config(args, what)
+    with torch.device("meta"):  # shapes only: no memory, no init
+        model = RaMViDUNet(cfg)
+    weights = key_map(model, learn_sigma=args["learn_sigma"]).convert(strip_prefix(state, "module."), src, "the --flags")
+    return LoadedPublished(
+        model_name="ramvid", model_config=cfg.to_dict(), state_dict=weights, diffusion=diffusion_config(args, what),
+        conventions={"timestep": "one per clip: the latent frames'", "observed_input": "clean",
+                     "timestep_scale": cfg.time_scale, "data_range": [-1, 1], "clip_denoised": True,
+                     "variance": "fixed_small" if args["sigma_small"] else "fixed_large"},
+        extra={"max_latent_frames": max(1, cfg.num_frames - args["max_num_mask_frames"])},
+        notes=notes(args), used_ema=Path(src).name.startswith("ema_"),
+    )
 
-    The model is ours, built from the flags, holding the converted weights.
-    """
-    args = read_flags(flags)
-    cfg = model_config(args)
-    model = RaMViDUNet(cfg)
-    km = key_map(model, learn_sigma=args["learn_sigma"])
-    model.load_state_dict(km.convert(state, src, "the --flags"), strict=True)
-    return model, diffusion_config(args), notes(args)
+
+def convert(state: dict[str, Any], src: Path | str, flags: str | None):
+    """(model, diffusion config, notes): our model holding the converted weights."""
+    loaded = translate(state, src, flags)
+    model = RaMViDUNet(RaMViDUNetConfig.from_dict(loaded.model_config))
+    model.load_state_dict(loaded.state_dict, strict=True)
+    return model, loaded.diffusion, loaded.notes
+
+
+class RamvidFormat(PublishedFormat):
+    needs = "flags"
+    needs_hint = ('--flags "--image_size 64 --num_channels 128 --num_res_blocks 3 --scale_time_dim 0 '
+                  '--diffusion_steps 1000 --noise_schedule linear"')
+    description = "RaMViD state dicts (model*.pt, ema_*.pt): architecture and diffusion from --flags"
+
+    def detect(self, obj: Any) -> bool:
+        w = obj.get("input_blocks.0.0.weight") if isinstance(obj, dict) else None
+        return isinstance(w, torch.Tensor) and w.dim() == 5 and not any(
+            isinstance(k, str) and "temporal_attention" in k for k in obj)
+
+    def read(self, path: Path, flags: str | None, config_file: Path | None) -> LoadedPublished:
+        if config_file is not None:
+            raise FdmError(f"{path}: --from ramvid takes its settings from --flags, not --config")
+        obj = load_pickle(path)
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise FdmError(f"{path}: not a RaMViD checkpoint (expected a state dict: names -> tensors)")
+        return translate(obj, path, flags)
+
+
+PUBLISHED_FORMATS.register("ramvid", RamvidFormat())

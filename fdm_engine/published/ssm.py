@@ -31,6 +31,7 @@ from fdm_engine.models.unet3d import (
     UNet3D,
     UNet3DConfig,
 )
+from fdm_engine.published import PUBLISHED_FORMATS, LoadedPublished, PublishedFormat, load_pickle
 from fdm_engine.published.keymap import Flag, KeyMap, conv1x1_to_linear, parse_flags, strip_prefix
 
 WHAT = "ssm --flags"
@@ -64,33 +65,33 @@ S4D_VERSIONS = {16: ("sum", True, False), 8: ("glu", False, False)}
 PREFIX = "denoise_fn.module."
 
 
-def read_flags(flags: str | None) -> dict[str, Any]:
-    return parse_flags(flags, FLAGS, WHAT)
+def read_flags(flags: str | None, what: str = WHAT) -> dict[str, Any]:
+    return parse_flags(flags, FLAGS, what)
 
 
-def model_config(args: dict[str, Any]) -> UNet3DConfig:
+def model_config(args: dict[str, Any], what: str = WHAT) -> UNet3DConfig:
     """Our UNet3DConfig for the published arguments (FdmError for what we cannot reproduce)."""
     if args["use_cond"]:
-        raise FdmError(f"{WHAT}: --use_cond (text-conditional Unet3D) is not supported")
+        raise FdmError(f"{what}: --use_cond (text-conditional Unet3D) is not supported")
     layer = args["temporal_layer"]
     ssm: dict[str, Any] = {}
     if layer == "bi-s4d":
         if args["s4d_version"] is None and args["ssm_version"] is not None:
-            raise FdmError(f"{WHAT}: --ssm_version {args['ssm_version']} (the current script's S4D layers) is not "
+            raise FdmError(f"{what}: --ssm_version {args['ssm_version']} (the current script's S4D layers) is not "
                            f"supported; supported: the paper's --s4d_version {' or '.join(map(str, S4D_VERSIONS))}")
         version = args["s4d_version"]
         if version is None:
-            raise FdmError(f"{WHAT}: --temporal_layer bi-s4d needs --s4d_version (the published model refuses "
+            raise FdmError(f"{what}: --temporal_layer bi-s4d needs --s4d_version (the published model refuses "
                            f"to build without one)")
         if version not in S4D_VERSIONS:
-            raise FdmError(f"{WHAT}: --s4d_version {version} is not supported "
+            raise FdmError(f"{what}: --s4d_version {version} is not supported "
                            f"(supported: {', '.join(map(str, S4D_VERSIONS))})")
         width = args["attn_heads"] * args["attn_dim_head"]  # the past script's default for both
         name, input_mlp, gelu_first = S4D_VERSIONS[version]
         ssm = dict(ssm_state_size=args["s4d_hidden_dim"] or width, ssm_mlp_hidden=args["s4d_linear_dim"] or width,
                    ssm_mix=name, ssm_input_mlp=input_mlp, ssm_gelu_first=gelu_first)
     elif layer != "attn":
-        raise FdmError(f"{WHAT}: --temporal_layer {layer!r} is not supported (supported: attn, bi-s4d)")
+        raise FdmError(f"{what}: --temporal_layer {layer!r} is not supported (supported: attn, bi-s4d)")
     return UNet3DConfig(
         image_size=args["image_size"], channels=args["channels"], dim=args["base_channel_size"],
         dim_mults=DIM_MULTS, time_mult=32, time_linears=args["timeemb_linears"], attn_heads=args["attn_heads"],
@@ -202,17 +203,57 @@ def unet_state(state: dict[str, Any], src: Path | str, args: dict[str, Any], par
     return strip_prefix(inner, "module.")
 
 
-def convert(checkpoint: dict[str, Any], src: Path | str, flags: str | None):
-    """(model, ema state or None, diffusion config, notes) for a published SSM checkpoint
-    (the Trainer's dict, or a bare state dict) and its flags."""
-    args = read_flags(flags)
-    model = UNet3D(model_config(args))
+def translate(checkpoint: dict[str, Any], src: Path | str, flags: str | None, part: str = "ema"):
+    """(LoadedPublished for `part` ("ema" or "model", the other when absent), the converted
+    states of every part present) for a published SSM checkpoint (the Trainer's dict, or a bare
+    GaussianDiffusion / Unet3D state dict) and its flags."""
+    what = f"{src}: --flags"
+    args = read_flags(flags, what)
+    cfg = model_config(args, what)
+    with torch.device("meta"):  # shapes only: no memory, no init
+        model = UNet3D(cfg)
     km = key_map(model)
     parts = [p for p in ("model", "ema") if isinstance(checkpoint.get(p), dict)]
     if not parts:
         parts, checkpoint = ["model"], {"model": checkpoint}
     states = {p: km.convert(unet_state(checkpoint[p], src, args, p), src, "the --flags") for p in parts}
-    model.load_state_dict(states["model"], strict=True)
+    used = part if part in states else parts[0]
     step = checkpoint.get("step")
-    extra = {"step": step} if isinstance(step, int) else {}
-    return model, states.get("ema"), diffusion_config(args), extra
+    notes = [f"using the {used!r} weights of the checkpoint"] if len(parts) > 1 else []
+    loaded = LoadedPublished(
+        model_name="unet3d", model_config=cfg.to_dict(), state_dict=states[used], diffusion=diffusion_config(args),
+        conventions={"timestep": "one per clip: the latent frames'", "observed_input": "clean",
+                     "data_range": [-1, 1], "clip_denoised": True, "variance": "fixed_large"},
+        extra={"step": step} if isinstance(step, int) else {}, notes=notes, used_ema=used == "ema",
+    )
+    return loaded, states
+
+
+def convert(checkpoint: dict[str, Any], src: Path | str, flags: str | None):
+    """(model holding the 'model' weights, the 'ema' state or None, diffusion config, extra)."""
+    loaded, states = translate(checkpoint, src, flags, part="model")
+    model = UNet3D(UNet3DConfig.from_dict(loaded.model_config))
+    model.load_state_dict(states["model"], strict=True)
+    return model, states.get("ema"), loaded.diffusion, loaded.extra
+
+
+class SsmFormat(PublishedFormat):
+    needs = "flags"
+    needs_hint = ('--flags "--timesteps 256 --base_channel_size 64 --timeemb_linears 2 --temporal_layer bi-s4d '
+                  '--s4d_version 16 --image_size 32 --num_frames 16"')
+    description = "SSM-Meets-Video-Diffusion-Models Trainer files (model-N.pt): architecture from --flags"
+
+    def detect(self, obj: Any) -> bool:
+        state = obj.get("ema") if isinstance(obj, dict) else None
+        return isinstance(state, dict) and f"{PREFIX}init_conv.weight" in state
+
+    def read(self, path: Path, flags: str | None, config_file: Path | None) -> LoadedPublished:
+        if config_file is not None:
+            raise FdmError(f"{path}: --from ssm takes its settings from --flags, not --config")
+        obj = load_pickle(path)
+        if not isinstance(obj, dict):
+            raise FdmError(f"{path}: not an SSM checkpoint (expected the Trainer's dict with 'model' and 'ema')")
+        return translate(obj, path, flags)[0]
+
+
+PUBLISHED_FORMATS.register("ssm", SsmFormat())
