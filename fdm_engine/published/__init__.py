@@ -271,4 +271,4 @@ def _notify(loaded: LoadedPublished, notify: Callable[[str], None] | None) -> No
 
 
 # Formats: each module registers its format in PUBLISHED_FORMATS (one line per format).
-from fdm_engine.published import fdm, ramvid, ssm  # noqa: E402,F401
+from fdm_engine.published import fdm, ramvid, ssm, video_diffusion  # noqa: E402,F401
