@@ -71,9 +71,15 @@ FDM_CHANNEL_MULT = {32: (1, 2, 2, 2), 64: (1, 2, 3, 4), 128: (1, 1, 2, 3, 4)}
 
 
 def fdm_published_shapes(image_size: int = 32, num_channels: int = 32, num_res_blocks: int = 1,
-                         attention_resolutions: str = "16,8", learn_sigma: bool = False) -> dict[str, tuple]:
+                         attention_resolutions: str = "16,8", learn_sigma: bool = False, *,
+                         mults: tuple[int, ...] | None = None, dims: int = 2, in_planes: int = 4,
+                         attention=None) -> dict[str, tuple]:
     """Names and shapes of a published UNetVideoModel's state dict, default flags otherwise
-    (scale-shift ResBlocks, relative-position nets on q, k and v of every temporal attention)."""
+    (scale-shift ResBlocks, relative-position nets on q, k and v of every temporal attention).
+
+    Other improved-diffusion UNets share the layout: `dims=3` gives 3x3x3 convs (RaMViD),
+    `in_planes` the input conv's planes, `attention(shapes, prefix, channels)` another attention
+    block's tensors."""
     C, E = num_channels, 4 * num_channels
     factors = {image_size // int(r) for r in attention_resolutions.split(",")}
     shapes: dict[str, tuple] = {}
@@ -82,7 +88,7 @@ def fdm_published_shapes(image_size: int = 32, num_channels: int = 32, num_res_b
         shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (cout, cin), (cout,)
 
     def conv(name, cin, cout, k=3):
-        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (cout, cin, k, k), (cout,)
+        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (cout, cin) + (k,) * dims, (cout,)
 
     def norm(name, c):
         shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (c,), (c,)
@@ -96,7 +102,7 @@ def fdm_published_shapes(image_size: int = 32, num_channels: int = 32, num_res_b
         if cin != cout:
             conv(f"{p}.skip_connection", cin, cout, k=1)
 
-    def attention(p, c):
+    def fdm_attention(p, c):
         for part in ("spatial_attention", "temporal_attention"):
             linear(f"{p}.{part}.qkv", c, 3 * c)
             linear(f"{p}.{part}.proj_out", c, c)
@@ -107,10 +113,11 @@ def fdm_published_shapes(image_size: int = 32, num_channels: int = 32, num_res_b
             linear(f"{net}.embed_diffusion_time", E, c)
             linear(f"{net}.out", c, c)
 
-    mults = FDM_CHANNEL_MULT[image_size]
+    attention = fdm_attention if attention is None else (lambda p, c, hook=attention: hook(shapes, p, c))
+    mults = mults or FDM_CHANNEL_MULT[image_size]
     linear("time_embed.0", C, E)
     linear("time_embed.2", E, E)
-    conv("input_blocks.0.0", 3 + 1, C)  # RGB + the observed-frame indicator
+    conv("input_blocks.0.0", in_planes, C)  # FDM: RGB + the observed-frame indicator
     skips, ch, factor, block = [C], C, 1, 1
     for level, m in enumerate(mults):
         for _ in range(num_res_blocks):

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from fdm_engine.checkpoint import load_checkpoint, save_checkpoint
 from fdm_engine.errors import FdmError
 from cli_helpers import run_fdm
+from published_helpers import fdm_published_shapes, random_state
 from fdm_engine.published import keymap, ramvid, ssm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,62 +51,17 @@ def test_bad_flag_strings(flags, needle):
 RAMVID_FLAGS = "--image_size 32 --num_channels 32 --num_res_blocks 1 --scale_time_dim 0 --seq_len 4"
 
 
-def ramvid_published_shapes(ch=32, mults=(1, 2, 2, 2), n_res=1, attn_ds=(2, 4), C=3, out=3):
-    """Key -> shape of improved-diffusion's 3D UNetModel (RaMViD) as its constructor lays it out."""
-    E = 4 * ch
-    shapes = {"time_embed.0.weight": (E, ch), "time_embed.0.bias": (E,),
-              "time_embed.2.weight": (E, E), "time_embed.2.bias": (E,),
-              "input_blocks.0.0.weight": (ch, C, 3, 3, 3), "input_blocks.0.0.bias": (ch,)}
-
-    def res(p, cin, cout):
-        shapes.update({f"{p}.in_layers.0.weight": (cin,), f"{p}.in_layers.0.bias": (cin,),
-                       f"{p}.in_layers.2.weight": (cout, cin, 3, 3, 3), f"{p}.in_layers.2.bias": (cout,),
-                       f"{p}.emb_layers.1.weight": (2 * cout, E), f"{p}.emb_layers.1.bias": (2 * cout,),
-                       f"{p}.out_layers.0.weight": (cout,), f"{p}.out_layers.0.bias": (cout,),
-                       f"{p}.out_layers.3.weight": (cout, cout, 3, 3, 3), f"{p}.out_layers.3.bias": (cout,)})
-        if cin != cout:
-            shapes.update({f"{p}.skip_connection.weight": (cout, cin, 1, 1, 1), f"{p}.skip_connection.bias": (cout,)})
-
-    def attn(p, c):
-        shapes.update({f"{p}.norm.weight": (c,), f"{p}.norm.bias": (c,), f"{p}.qkv.weight": (3 * c, c, 1),
-                       f"{p}.qkv.bias": (3 * c,), f"{p}.proj_out.weight": (c, c, 1), f"{p}.proj_out.bias": (c,)})
-
-    chans, c, ds, i = [ch], ch, 1, 1
-    for level, m in enumerate(mults):
-        for _ in range(n_res):
-            res(f"input_blocks.{i}.0", c, m * ch)
-            c = m * ch
-            if ds in attn_ds:
-                attn(f"input_blocks.{i}.1", c)
-            chans.append(c)
-            i += 1
-        if level < len(mults) - 1:
-            shapes.update({f"input_blocks.{i}.0.op.weight": (c, c, 3, 3, 3), f"input_blocks.{i}.0.op.bias": (c,)})
-            chans.append(c)
-            i, ds = i + 1, ds * 2
-    res("middle_block.0", c, c)
-    attn("middle_block.1", c)
-    res("middle_block.2", c, c)
-    i = 0
-    for level, m in reversed(list(enumerate(mults))):
-        for r in range(n_res + 1):
-            res(f"output_blocks.{i}.0", c + chans.pop(), m * ch)
-            c, j = m * ch, 1
-            if ds in attn_ds:
-                attn(f"output_blocks.{i}.1", c)
-                j = 2
-            if level and r == n_res:
-                shapes.update({f"output_blocks.{i}.{j}.conv.weight": (c, c, 3, 3, 3),
-                               f"output_blocks.{i}.{j}.conv.bias": (c,)})
-                ds //= 2
-            i += 1
-    shapes.update({"out.0.weight": (c,), "out.0.bias": (c,), "out.2.weight": (out, c, 3, 3, 3), "out.2.bias": (out,)})
-    return shapes
+def _ramvid_attention(shapes, p, c):
+    """improved-diffusion's AttentionBlock: GroupNorm, 1x1 Conv1d qkv and output projection."""
+    shapes.update({f"{p}.norm.weight": (c,), f"{p}.norm.bias": (c,), f"{p}.qkv.weight": (3 * c, c, 1),
+                   f"{p}.qkv.bias": (3 * c,), f"{p}.proj_out.weight": (c, c, 1), f"{p}.proj_out.bias": (c,)})
 
 
-def random_state(shapes, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(s, generator=g) * 0.1 for k, s in shapes.items()}
+def ramvid_published_shapes(out=3):
+    """Key -> shape of RaMViD's 3D UNetModel for RAMVID_FLAGS (improved-diffusion's layout, 3x3x3
+    convs, RGB input with no marker plane, attention at 16 and 8)."""
+    return fdm_published_shapes(32, 32, 1, "16,8", learn_sigma=out == 6, mults=(1, 2, 2, 2), dims=3,
+                                in_planes=3, attention=_ramvid_attention)
 
 
 def test_ramvid_published_layout_loads():
@@ -159,13 +115,13 @@ def test_ramvid_learn_sigma_keeps_mean_channels_and_rescales_time():
 def test_ramvid_mismatches_name_key_and_shapes():
     state = random_state(ramvid_published_shapes())
     with pytest.raises(FdmError, match=r"m\.pt: 'input_blocks\.1\.0\.in_layers\.2\.weight' has shape "
-                                       r"\(64, 32, 3, 3, 3\) but .* needs \(32, 32, 3, 3, 3\)"):
+                                       r"\[64, 32, 3, 3, 3\] in the file but \[32, 32, 3, 3, 3\]"):
         ramvid.convert(_widen(state), "m.pt", RAMVID_FLAGS)
     missing = dict(state)
     del missing["middle_block.1.qkv.bias"]
-    with pytest.raises(FdmError, match=r"key 'middle_block\.1\.qkv\.bias' \(shape \(192,\)\) is missing"):
+    with pytest.raises(FdmError, match=r"missing key 'middle_block\.1\.qkv\.bias' \(expected by .*, shape \[192\]\)"):
         ramvid.convert(missing, "m.pt", RAMVID_FLAGS)
-    with pytest.raises(FdmError, match=r"unexpected key 'input_blocks\.2\.0\.op\.weight' \(shape \(32, 32, 3, 3, 3\)\)"):
+    with pytest.raises(FdmError, match=r"unexpected key 'input_blocks\.2\.0\.op\.weight' \(not in the model the --flags describe"):
         ramvid.convert(state, "m.pt", RAMVID_FLAGS.replace("--num_res_blocks 1", "--num_res_blocks 2"))
     with pytest.raises(FdmError, match="--flags is required"):
         ramvid.convert(state, "m.pt", None)
@@ -281,8 +237,8 @@ def test_ssm_bad_inputs():
     ckpt = ssm_checkpoint(flags)
     with pytest.raises(FdmError, match=r"'betas' has shape \(64,\) but --timesteps 100 needs \(100,\)"):
         ssm.convert(ckpt, "m.pt", flags.replace("--timesteps 64", "--timesteps 100"))
-    with pytest.raises(FdmError, match=r"'init_temporal_layer\.fn\.fn\.fn\.s4d\.kernel\.C' has shape \(16, 4, 2\) but .* "
-                                       r"needs \(16, 8, 2\)"):
+    with pytest.raises(FdmError, match=r"'init_temporal_layer\.fn\.fn\.fn\.s4d\.kernel\.C' has shape \[16, 4, 2\] in the file "
+                                       r"but \[16, 8, 2\]"):
         ssm.convert(ckpt, "m.pt", flags.replace("--s4d_hidden_dim 8", "--s4d_hidden_dim 16"))
     with pytest.raises(FdmError, match="unexpected key 'init_temporal_layer.fn.fn.fn.fc01.weight'"):
         ssm.convert(ckpt, "m.pt", flags.replace("--s4d_version 16", "--s4d_version 8"))
@@ -357,7 +313,7 @@ def test_cli_bad_inputs(capsys, tmp_path):
     err = _cli_error(capsys, "convert", src, dst, "--from", "ramvid")
     assert str(src) in err and "needs --flags" in err
     err = _cli_error(capsys, "convert", src, dst, "--from", "ramvid", "--flags", RAMVID_FLAGS + " --num_channels 64")
-    assert "'time_embed.0.weight' has shape (128, 32) but" in err and "needs (256, 64)" in err
+    assert "'time_embed.0.weight' has shape [128, 32] in the file but [256, 64]" in err
     err = _cli_error(capsys, "convert", src, dst, "--from", "ramvid", "--flags", "--bogus 1")
     assert str(src) in err and "unknown flag --bogus" in err
     ckpt = tmp_path / "model-1.pt"

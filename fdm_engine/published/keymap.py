@@ -2,11 +2,12 @@
 
 A published trainer is configured by command-line flags (argparse with defaults); its checkpoint
 is a state dict whose keys and tensor layouts follow the published module tree. A format here
-reads the user's flag string into the published arguments (defaults filled in, as argparse
-would), builds our model from them, and converts the state dict through a `KeyMap`: one `Rule`
-per tensor of our model, naming the published key, how to turn the published tensor into ours,
-and the shape the published tensor must have. Every mismatch is an FdmError naming the file,
-the first offending key and both shapes.
+reads the user's flag string into the published arguments (defaults filled in by argparse's
+rules, including its unique-prefix abbreviations and per-flag types where a default is None),
+builds our model from them, and converts the state dict through a `KeyMap`: one `Rule` per
+tensor of our model, naming the published key, the shape the published tensor must have (which
+may differ from ours: a 1x1 conv for a Linear) and how to turn it into ours. Every mismatch is
+an FdmError naming the file, the first offending key and both shapes (`fit_state_dict`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Callable
 import torch
 
 from fdm_engine.errors import FdmError
+from fdm_engine.published import fit_state_dict
 
 # ---- flag strings -------------------------------------------------------------------------------
 
@@ -131,32 +133,21 @@ class KeyMap:
         return {r.published: r.shape for r in self.rules}
 
     def convert(self, state: dict[str, Any], src: Path | str, what: str) -> dict[str, torch.Tensor]:
-        """Our state dict from the published `state` (FdmError naming `src` on any mismatch).
-
-        `what` says where the architecture came from, e.g. "--flags" or "the config".
-        """
-        expected = self.expected()
-        for key, value in state.items():
-            if key in self.ignored:
-                continue
-            if key not in expected:
-                raise FdmError(f"{src}: unexpected key {key!r} (shape {_shape(value)}): "
-                               f"the model {what} describes has no such tensor")
-            if not isinstance(value, torch.Tensor):
-                raise FdmError(f"{src}: {key!r} is a {type(value).__name__}, not a tensor")
-            if tuple(value.shape) != expected[key]:
-                raise FdmError(f"{src}: {key!r} has shape {tuple(value.shape)} but the model {what} "
-                               f"describes needs {expected[key]}")
-        missing = [k for k in expected if k not in state]
-        if missing:
-            raise FdmError(f"{src}: key {missing[0]!r} (shape {expected[missing[0]]}) is missing"
-                           f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}: "
-                           f"the model {what} describes needs it")
-        return {r.ours: r.to_ours(state[r.published]).contiguous() for r in self.rules}
+        """Our state dict from the published `state` (FdmError naming `src`, the first offending
+        published key and both shapes on any mismatch; `what` names the model, e.g. "the model
+        the --flags describe")."""
+        names = {r.ours: r.published for r in self.rules}
+        state = {k: v for k, v in state.items() if k not in self.ignored}
+        fitted = fit_state_dict(Path(src), _Shapes({r.ours: r.shape for r in self.rules}), state,
+                                names.__getitem__, what)
+        return {r.ours: r.to_ours(fitted[r.ours]).contiguous() for r in self.rules}
 
 
-def _shape(value: Any) -> Any:
-    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+class _Shapes(dict):
+    """Our keys with the published shapes, in the form `fit_state_dict` reads a model."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: torch.empty(s, device="meta") for k, s in self.items()}
 
 
 def strip_prefix(state: dict[str, Any], prefix: str) -> dict[str, Any]:

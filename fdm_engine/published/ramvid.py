@@ -185,7 +185,7 @@ def translate(state: dict[str, Any], src: Path | str, flags: str | None) -> Load
     cfg = model_config(args, what)
     with torch.device("meta"):  # shapes only: no memory, no init
         model = RaMViDUNet(cfg)
-    weights = key_map(model, learn_sigma=args["learn_sigma"]).convert(strip_prefix(state, "module."), src, "the --flags")
+    weights = key_map(model, learn_sigma=args["learn_sigma"]).convert(strip_prefix(state, "module."), src, "the model the --flags describe")
     return LoadedPublished(
         model_name="ramvid", model_config=cfg.to_dict(), state_dict=weights, diffusion=diffusion_config(args, what),
         conventions={"timestep": "one per clip: the latent frames'", "observed_input": "clean",

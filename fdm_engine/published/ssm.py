@@ -216,7 +216,7 @@ def translate(checkpoint: dict[str, Any], src: Path | str, flags: str | None, pa
     parts = [p for p in ("model", "ema") if isinstance(checkpoint.get(p), dict)]
     if not parts:
         parts, checkpoint = ["model"], {"model": checkpoint}
-    states = {p: km.convert(unet_state(checkpoint[p], src, args, p), src, "the --flags") for p in parts}
+    states = {p: km.convert(unet_state(checkpoint[p], src, args, p), src, "the model the --flags describe") for p in parts}
     used = part if part in states else parts[0]
     step = checkpoint.get("step")
     notes = [f"using the {used!r} weights of the checkpoint"] if len(parts) > 1 else []
