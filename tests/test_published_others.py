@@ -211,9 +211,9 @@ def test_ssm_key_map_uses_published_names(layer, key, shape):
 
 def test_ssm_bi_s4d_versions():
     v16 = ssm.model_config(ssm.read_flags(SSM_FLAGS + BI_S4D))
-    assert (v16.ssm_version, v16.ssm_input_mlp, v16.ssm_gelu_first, v16.ssm_state_size) == ("v16", True, False, 8)
+    assert (v16.ssm_mix, v16.ssm_input_mlp, v16.ssm_gelu_first, v16.ssm_state_size) == ("sum", True, False, 8)
     v8 = ssm.model_config(ssm.read_flags(SSM_FLAGS + " --temporal_layer bi-s4d --s4d_version 8"))
-    assert (v8.ssm_version, v8.ssm_input_mlp, v8.ssm_state_size, v8.ssm_mlp_hidden) == ("v8", False, 16, 16)
+    assert (v8.ssm_mix, v8.ssm_input_mlp, v8.ssm_state_size, v8.ssm_mlp_hidden) == ("glu", False, 16, 16)
     keys = ssm.key_map(ssm.UNet3D(v8)).expected()
     assert keys["mid_temporal_layer.fn.fn.fn.s4d.output_linear.0.weight"] == (256, 128, 1)  # mid: 8 x 16
 
@@ -252,9 +252,9 @@ def test_ssm_bad_inputs():
 
 def test_bi_s4d_published_v16_formula():
     """BiS4D(input_mlp, gelu_first=False) = fc2(gelu(fc1(S4D(u') + flip S4D(flip u')))), u' = fc02(gelu(fc01(u)))."""
-    from kernels.bi_ssm import BiS4D, BiS4DConfig
+    from fdm_engine.models.ssm_layers import BiS4D, BiS4DConfig
 
-    mix = BiS4D(BiS4DConfig(6, 8, 10, "v16", input_mlp=True, gelu_first=False, mode="conv"))
+    mix = BiS4D(BiS4DConfig(6, 8, 10, "sum", input_mlp=True, gelu_first=False, mode="conv"))
     x = torch.randn(3, 7, 6)
     with torch.no_grad():
         u = mix.fc_in2(F.gelu(mix.fc_in1(x))).transpose(1, 2)
