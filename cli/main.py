@@ -20,6 +20,7 @@ COMMANDS = {
     "train": "cli.train:train",
     "eval": "cli.eval:eval_",
     "report": "cli.report:report",
+    "demo": "cli.demo:demo",
 }
 
 
