@@ -489,3 +489,60 @@ def fvd_cmd(real, fake, weights, data_dir, num_videos, frames, start, features, 
         return
     click.echo(f"FVD {result['fvd']:.3f}  ({result['videos']['real']} real vs {result['videos']['fake']} fake "
                f"videos, frames {start}..{start + result['frames'] - 1}, I3D {features})")
+
+
+@eval_.command("demo")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--data-dir", default=None, help="The checkpoint's dataset folder [default: the one it records].")
+@click.option("--out", type=click.Path(file_okay=False), default="eval_demo", show_default=True,
+              help="Folder for eval_demo.json/.md, the PNGs and the samples.")
+@click.option("--schemes", default=",".join(("autoreg", "long-range", "hierarchy-2", "hierarchy-2-parallel")),
+              show_default=True, help="Comma-separated schemes, sampled at equal NFE.")
+@click.option("--num-videos", type=click.IntRange(min=2), default=8, show_default=True, help="Test videos.")
+@click.option("--length", type=click.IntRange(min=2), default=300, show_default=True, help="Frames per video.")
+@click.option("--n-obs", type=click.IntRange(min=1), default=10, show_default=True, help="Given frames.")
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Sampler steps of the first scheme; the others get steps giving the same NFE.")
+@click.option("--drift-frames", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Drift compares the first and the last this many frames.")
+@click.option("--fvd-windows", type=click.IntRange(min=1), default=4, show_default=True,
+              help="16-frame FVD windows per video.")
+@click.option("--num-train", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Training videos for the FVD floor [0: as many as --num-videos].")
+@click.option("--no-fvd", is_flag=True, help="Skip FVD (no I3D weights needed).")
+@click.option("--i3d", default=None, type=click.Path(dir_okay=False),
+              help="I3D weights [default: $FDM_HOME/i3d.safetensors, else ~/.cache/fdm/i3d.safetensors].")
+@click.option("--quick", is_flag=True, help="A smoke run: 2 videos, 40 frames, 2 steps, drift over 10 frames, "
+                                            "1 FVD window (explicit flags are overridden).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling noise.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def demo_cmd(checkpoint, data_dir, out, schemes, num_videos, length, n_obs, steps, drift_frames, fvd_windows,
+             num_train, no_fvd, i3d, quick, seed, quiet):
+    """The demo model's README figures: PSNR/SSIM, FVD with its floor and no-motion baselines,
+    long-range consistency and drift, per scheme at equal NFE (fdm_engine/evaluation/demo_eval.py).
+
+    \b
+    Example (CHECKPOINT from `fdm demo export RUN_DIR ckpt.safetensors`):
+      fdm eval demo ckpt.safetensors --num-videos 8 --out eval_demo
+    """
+    from fdm_engine.evaluation.demo_eval import DemoEvalConfig, run_demo_eval
+
+    from sampling_schemes import get_scheme
+
+    names = [s.strip() for s in schemes.split(",") if s.strip()]
+    for s in names:
+        get_scheme(s)
+    if quick:
+        num_videos, length, steps, drift_frames, fvd_windows = 2, 40, 2, 10, 1
+    cfg = DemoEvalConfig(checkpoint=checkpoint, data_dir=data_dir, schemes=tuple(names), num_videos=num_videos,
+                         length=length, n_obs=n_obs, steps=steps, drift_frames=drift_frames, fvd=not no_fvd,
+                         fvd_windows=fvd_windows, num_train=num_train, i3d=i3d, seed=seed)
+    if drift_frames > length:
+        raise FdmError(f"--drift-frames {drift_frames} exceeds --length {length}")
+    if n_obs >= length:
+        raise FdmError(f"--n-obs {n_obs} must be < --length {length}")
+    from fdm_engine.evaluation.demo_eval import markdown
+
+    report = run_demo_eval(cfg, out, progress=not quiet)
+    click.echo(markdown(report))
+    click.echo(f"wrote {out}/eval_demo.json, eval_demo.md, consistency.png, drift.png, psnr_ssim.png")

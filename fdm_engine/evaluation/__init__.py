@@ -33,7 +33,12 @@ once by `fdm eval i3d-weights`, which reads the package's pickle with a restrict
     compute_fvd(real, fake, model)["fvd"]
     frechet_distance(gaussian_fit(features_a), gaussian_fit(features_b))  # features [V, D]
 
-CLI: `fdm eval scheme|schemes|sampler|samplers|video|fvd|i3d-weights` (cli/eval.py).
+Long-range consistency against a procedural generator's saved state (`consistency.py`, a
+registry by generator name; bouncing-balls: colours, ball count and sizes per frame window),
+drift measures per frame (`drift.py`: sharpness and palette fraction, first vs last frames), and
+`fdm eval demo` (`demo_eval.py`), which puts them with PSNR/SSIM and FVD into the demo's figures.
+
+CLI: `fdm eval scheme|schemes|sampler|samplers|video|fvd|i3d-weights|demo` (cli/eval.py).
 """
 
 from fdm_engine.evaluation.fvd import (GaussianFit, compute_fvd, frechet_distance, gaussian_fit,

@@ -95,3 +95,57 @@ def plot_video_report(report: dict, path) -> Path:
     fig.suptitle(f"{report['samples_dir']} vs {report['truth']} ({report['videos']} videos)")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_demo_consistency(schemes: dict, n_obs: int, path) -> Path:
+    """`fdm eval demo`'s schemes -> one panel per consistency curve (score, colour, count, size)
+    against frame index, a line per scheme (real videos and no motion dashed)."""
+    plt = _pyplot()
+    curves = list(next(iter(schemes.values()))["consistency"])
+    curves = ["score"] + [c for c in curves if c != "score"]
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.8), squeeze=False, sharey=True)
+    for ax, curve in zip(axes[0], curves):
+        for name, e in schemes.items():
+            y = e["consistency"][curve]
+            ax.plot(range(len(y)), y, lw=1, ls="--" if name in ("real", "no-motion") else "-", label=name)
+        ax.axvspan(0, n_obs - 0.5, color="0.9")
+        ax.set(xlabel="frame index", title=curve, ylim=(-0.02, 1.05))
+    axes[0][0].set_ylabel("consistency with the true state")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_demo_drift(schemes: dict, frames: int, path) -> Path:
+    """A panel per drift measure: its per-frame mean over videos, a line per scheme; the first and
+    last `frames` frames shaded."""
+    plt = _pyplot()
+    measures = list(next(iter(schemes.values()))["drift"]["per_frame"])
+    fig, axes = plt.subplots(1, len(measures), figsize=(4.5 * len(measures), 3.8), squeeze=False)
+    for ax, m in zip(axes[0], measures):
+        for name, e in schemes.items():
+            y = e["drift"]["per_frame"][m]
+            r = e["drift"]["summary"][m]["ratio"]
+            ax.plot(range(len(y)), y, lw=1, ls="--" if name in ("real", "no-motion") else "-",
+                    label=f"{name} ({r:.2f})" if r is not None else name)
+        n = len(y)
+        ax.axvspan(0, frames, color="0.93")
+        ax.axvspan(n - frames, n, color="0.93")
+        ax.set(xlabel="frame index", title=f"{m} (last/first {frames})")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_demo_psnr(schemes: dict, n_obs: int, path) -> Path:
+    """PSNR and SSIM of the first predicted frames against the truth, a line per scheme."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, m in zip(axes, ("psnr", "ssim")):
+        for name, e in schemes.items():
+            y = e[m]["per_frame"]
+            ax.plot(range(n_obs, n_obs + len(y)), y, marker="o", ms=2, lw=1, label=name)
+        ax.set(xlabel="frame index", ylabel=m.upper())
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
