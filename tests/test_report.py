@@ -208,7 +208,7 @@ def write_training_run(run_dir: Path, steps: int = 6, sample_every: int = 3, fra
     """A training run folder made by the writers trainers/loop.py uses (config, metrics, samples)."""
     from fdm_engine.writer import write_outputs
     from trainers import TrainConfig, resolve
-    from trainers.metrics import MetricsLog
+    from fdm_engine.metrics_log import MetricsLog
     from trainers.sampling import samples_dir
 
     cfg = resolve(TrainConfig(dataset="bouncing-balls", model="fdm", preset="tiny", steps=steps, run_dir=str(run_dir)))

@@ -29,6 +29,7 @@ from fdm_engine.diffusion import diffusion_loss
 from fdm_engine.diffusion.schedule import DiffusionConfig, NoiseSchedule
 from fdm_engine.errors import FdmError
 from fdm_engine.files import write_text_atomic
+from fdm_engine.metrics_log import MetricsLog
 from trainers import checkpoints as ckpt
 from trainers.base import TRAINERS, Trainer
 from trainers.config import TrainConfig
@@ -45,7 +46,7 @@ from trainers.distributed import (
 )
 from trainers.ema import EMA
 from trainers.masks import example_rng
-from trainers.metrics import MetricsLog, plot_losses
+from trainers.metrics import plot_losses
 from trainers.optim import build_optimizer, clip_gradients, lr_at, set_lr
 from trainers.resolve import CONFIG_FILE, resolve_for_run_dir
 

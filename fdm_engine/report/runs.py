@@ -6,7 +6,7 @@ as fvd.json (`fdm eval fvd ... --json > DIR/fvd.json`) is shown too. A folder of
 without plan.json (a training run's samples/step_N/) is a samples folder with no stats.
 
 A training run folder is what `fdm train` writes (trainers/loop.py): config.json, metrics.jsonl
-(one record per log interval, trainers/metrics.py), checkpoints/step_N.safetensors and the
+(one record per log interval, fdm_engine/metrics_log.py), checkpoints/step_N.safetensors and the
 periodic samples/step_N/video_NNNN.mp4.
 """
 
@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from fdm_engine.errors import FdmError
+from fdm_engine.metrics_log import MetricsLog
 from fdm_engine.video_io import _one_line
 
 VIDEO_FORMATS = ("mp4", "gif", "npz")  # in order of preference as the source of a page's video
@@ -142,8 +143,6 @@ def _eval_metrics(path: Path) -> dict:
 
 
 def read_training_run(path: Path) -> TrainingRun:
-    from trainers.metrics import MetricsLog
-
     config = read_json(path / "config.json", "config.json from `fdm train`")
     log = path / "metrics.jsonl"
     if not log.is_file():
