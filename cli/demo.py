@@ -51,7 +51,7 @@ def demo(ctx, out, checkpoint, length, n_obs, steps, scheme, seed, quiet):
 def export(run_dir, dst):
     """Write the EMA weights of RUN_DIR's newest checkpoint to DST, with the run's training config
     and its data generator's settings as metadata (how the shipped demo model was made)."""
-    from fdm_engine.demo import export_checkpoint
+    from trainers.export import export_checkpoint
 
     path = export_checkpoint(run_dir, dst)
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
