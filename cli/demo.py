@@ -48,10 +48,11 @@ def demo(ctx, out, checkpoint, length, n_obs, steps, scheme, seed, quiet):
 @demo.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("dst", type=click.Path(dir_okay=False))
-def export(run_dir, dst):
+@click.option("--step", type=int, default=None, help="The checkpoint of this step [default: the newest].")
+def export(run_dir, dst, step):
     """Write the EMA weights of RUN_DIR's newest checkpoint to DST, with the run's training config
     and its data generator's settings as metadata (how the shipped demo model was made)."""
     from trainers.export import export_checkpoint
 
-    path = export_checkpoint(run_dir, dst)
+    path = export_checkpoint(run_dir, dst, step)
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

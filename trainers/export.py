@@ -15,9 +15,10 @@ from fdm_engine.errors import FdmError
 from trainers.checkpoints import list_checkpoints, state_path
 
 
-def export_checkpoint(run_dir, dst) -> Path:
-    """The EMA weights of a training run's newest checkpoint -> `dst` (model only), with the run's
-    training config, the data generator's manifest, steps, wall time and final loss as metadata."""
+def export_checkpoint(run_dir, dst, step: int | None = None) -> Path:
+    """The EMA weights of a training run's checkpoint at `step` (default: the newest) -> `dst`
+    (model only), with the run's training config, the data generator's manifest, steps, wall time
+    and final loss as metadata."""
     import torch
 
     from fdm_engine.checkpoint import load_checkpoint, save_checkpoint
@@ -27,6 +28,10 @@ def export_checkpoint(run_dir, dst) -> Path:
     found = list_checkpoints(run_dir)
     if not found:
         raise FdmError(f"{run_dir}: holds no training checkpoint (checkpoints/step_*.safetensors)")
+    if step is not None:
+        found = [(s, p) for s, p in found if s == step]
+        if not found:
+            raise FdmError(f"{run_dir}: has no checkpoint of step {step}")
     step, path = found[-1]
     loaded = load_checkpoint(path, use_ema=True)
     if not loaded.used_ema:
