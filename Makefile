@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast clean
+.PHONY: demo demo-oracle test test-fast clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -16,9 +16,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/fdm demo --out demo_out
+
+demo-oracle: $(STAMP)
+	rm -rf demo_oracle  # the target's own output from an earlier run
 	$(BIN)/fdm sample oracle:periodic:lengthscale=4,period=24,weight=0.8,size=32,channels=3 \
-		--scheme hierarchy-2 --n-obs 0 --length 300 --steps 25 --out demo_out
-	@echo "demo video: demo_out/video_0000.mp4"
+		--scheme hierarchy-2 --n-obs 0 --length 300 --steps 25 --out demo_oracle
+	@echo "oracle demo video: demo_oracle/video_0000.mp4"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -27,4 +31,4 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) demo_out
+	rm -rf $(VENV) demo_out demo_oracle
