@@ -50,7 +50,8 @@ def run_demo(out, checkpoint=DEMO_CHECKPOINT, length: int = 300, n_obs: int = 10
     """Sample `length` frames from `checkpoint` given the first `n_obs` frames of a held-out video;
     write the video, a real-vs-generated side-by-side (mp4 + PNG strip) and the scheme picture."""
     from fdm_engine.checkpoint import load_checkpoint
-    from fdm_engine.sample_run import SampleConfig, run_sampling
+    from fdm_engine.sample_config import SampleConfig
+    from fdm_engine.sample_run import run_sampling
     from fdm_engine.video_io import write_strip, write_video
     from sampling_schemes import plan
     from sampling_schemes.render import render_png
@@ -75,7 +76,8 @@ def run_demo(out, checkpoint=DEMO_CHECKPOINT, length: int = 300, n_obs: int = 10
              "strip": out / "side_by_side.png", "scheme": out / "scheme.png"}
     both = side_by_side(real, fake)
     write_video(paths["side_by_side"], both)
-    write_strip(paths["strip"], both, max_frames=12)
+    gap = np.full((*both.shape[:2], 4, both.shape[3]), 96, np.uint8)  # grey: tells one frame pair from the next
+    write_strip(paths["strip"], np.concatenate([both, gap], axis=2), max_frames=12)
     render_png(plan(scheme, length, n_obs, summary["max_frames"]), str(paths["scheme"]),
                title=f"{scheme}: T={length}, {n_obs} given, K={summary['max_frames']}")
     return {"paths": paths, "wall_s": wall, "jobs": len(summary["jobs"]), "nfe": summary["nfe"],

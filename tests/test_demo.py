@@ -7,6 +7,7 @@ from fdm_engine.checkpoint import load_checkpoint
 from fdm_engine.datasets.procedural.balls import PALETTE
 from fdm_engine.demo import DEMO_CHECKPOINT, DEMO_DATA, DEMO_PRESET, held_out_video, side_by_side
 from fdm_engine.evaluation.video_metrics import psnr
+from fdm_engine.models.fdm_unet import FDMUNetConfig
 from trainers import TrainConfig
 from trainers.config import RESUME_FREE
 from trainers.resolve import resolve
@@ -18,7 +19,7 @@ COLOURS = np.concatenate([PALETTE, [[0, 0, 0]]]).astype(np.float32)  # the balls
 
 def palette_fraction(frames: np.ndarray, tol: float = 40.0) -> float:
     """Share of pixels within `tol` (0-255 units, Euclidean RGB) of a ball colour or the background:
-    about 0.95 for real frames (antialiased edges are the rest), about 0 for uniform noise."""
+    about 0.95 for real frames (antialiased edges are the rest), about 0.1 for uniform noise."""
     d = np.linalg.norm(frames[..., None, :].astype(np.float32) - COLOURS, axis=-1).min(-1)
     return float((d <= tol).mean())
 
@@ -40,8 +41,10 @@ def test_metadata_is_the_recipe(meta):
     recorded = TrainConfig.from_dict(meta["train_config"])
     assert TrainConfig.from_dict(recorded.to_dict()) == recorded
     today = resolve(TrainConfig(preset=DEMO_PRESET, data_dir=recorded.data_dir, run_dir=recorded.run_dir))
-    fixed = {k: v for k, v in today.to_dict().items() if k not in RESUME_FREE}
-    assert fixed == {k: v for k, v in recorded.to_dict().items() if k not in RESUME_FREE}
+    fixed = {k: v for k, v in today.to_dict().items() if k not in RESUME_FREE + ("model_config",)}
+    assert fixed == {k: v for k, v in recorded.to_dict().items() if k not in RESUME_FREE + ("model_config",)}
+    # Model configs compare as configs: fields added since the run take their defaults.
+    assert FDMUNetConfig.from_dict(today.model_config) == FDMUNetConfig.from_dict(recorded.model_config)
     data = meta["data"]
     assert (data["name"], data["length"], data["size"], data["seed"]) == \
         (DEMO_DATA["name"], DEMO_DATA["length"], DEMO_DATA["size"], DEMO_DATA["seed"])
@@ -63,9 +66,10 @@ def test_held_out_video_is_new_and_repeatable(meta):
 
 def test_demo_model_makes_balls_not_noise(meta, tmp_path):
     """A short autoregressive sample given 10 real frames: its pixels take the dataset's colours
-    (palette fraction at least 0.8 x that of the real frames; noise scores about 0) and its first
+    (palette fraction at least 0.8 x that of the real frames; noise scores about 0.1) and its first
     predicted frames are closer to the truth than noise is (PSNR at least 5 dB above noise's, about 4.8 dB)."""
-    from fdm_engine.sample_run import SampleConfig, run_sampling
+    from fdm_engine.sample_config import SampleConfig
+    from fdm_engine.sample_run import run_sampling
     from fdm_engine.video_io import write_video
 
     real, _ = held_out_video(meta, 20, seed=1)
@@ -77,5 +81,5 @@ def test_demo_model_makes_balls_not_noise(meta, tmp_path):
         fake = npz["frames"]
     noise = np.random.default_rng(0).integers(0, 256, real.shape, dtype=np.uint8)
     assert palette_fraction(fake[10:]) >= 0.8 * palette_fraction(real[10:])
-    assert palette_fraction(noise) < 0.05
+    assert palette_fraction(noise) < 0.2
     assert psnr(fake[10:15], real[10:15]).mean() >= psnr(noise[10:15], real[10:15]).mean() + 5
