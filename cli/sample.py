@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from cli.paths import OutputPath
 from fdm_engine.sample_config import PRECISIONS, option_default as default
 
 
@@ -44,7 +45,7 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
               help=f"{', '.join(PRECISIONS)}: the network's arithmetic (autocast; the sampler stays fp32, "
                    "the oracle is always fp32). auto = bf16 on CUDA, fp32 on CPU.")
 @click.option("--device", default=default("device"), help="cpu, cuda, cuda:N; auto = CUDA when available.")
-@click.option("--out", type=click.Path(file_okay=False), default="samples", help="Output folder.")
+@click.option("--out", type=OutputPath(folder=True), default="samples", help="Output folder.")
 @click.option("--obs", default=None,
               help="Conditioning: a video file (.mp4/.gif/.npy) or a dataset NAME[:split[:index]]. "
                    "[default: the test split of the checkpoint's dataset; the oracle draws its own]")

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from cli.paths import OutputPath
 from sampling_schemes import Plan, job_source
 from sampling_schemes.registry import SCHEMES
 
@@ -69,7 +70,7 @@ def plan_cmd(scheme, length, n_obs, max_frames, step_size, as_json):
 
 @schemes.command("show")
 @plan_options
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the picture (PNG) here.")
+@click.option("--out", type=OutputPath(suffixes=(".png",)), default=None, help="Also write the picture (PNG) here.")
 @click.option("--width", type=int, default=None, help="Terminal columns [default: the terminal's width].")
 def show(scheme, length, n_obs, max_frames, step_size, out, width):
     """Draw SCHEME: a row per job, a column per frame."""
@@ -81,7 +82,10 @@ def show(scheme, length, n_obs, max_frames, step_size, out, width):
     if out:
         S = step_size or max_frames // 2
         title = f"{scheme}: T={length}, n_obs={n_obs}, K={max_frames}, S={S}: {len(p)} jobs, depth {p.depth}"
-        render_png(p, out, title)
+        from fdm_engine.files import atomic_write
+
+        with atomic_write(out) as tmp:  # a full disk leaves the previous picture, never half a PNG
+            render_png(p, tmp, title)
         click.echo(f"wrote {out}")
 
 

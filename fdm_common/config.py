@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import typing
 from typing import Any, TypeVar
 
@@ -46,7 +47,7 @@ class Config:
             # JSON has no tuples; restore them where the field is declared as one.
             if isinstance(v, list) and "tuple" in str(hints.get(k, "")).lower():
                 v = tuple(v)
-            kwargs[k] = v
+            kwargs[k] = _checked_number(cls.__name__, k, v, hints.get(k))
         return cls(**kwargs)
 
     @classmethod
@@ -55,6 +56,24 @@ class Config:
 
     def replace(self: C, **changes) -> C:
         return dataclasses.replace(self, **changes)
+
+
+_NUMBERS = {int: (numbers.Integral, "an integer"), float: (numbers.Real, "a number")}
+
+
+def _checked_number(owner: str, name: str, value: Any, hint: Any) -> Any:
+    """`value` if it fits a numeric field (int, float, or one of them | None), else FdmError: a
+    value typed by hand (--model-option base_channels=abc, --param num_balls=abc) or read from a
+    file stops here with its name, not deep inside the model as a TypeError or ValueError."""
+    kinds = [t for t in (typing.get_args(hint) or (hint,)) if t is not type(None)]
+    if len(kinds) != 1 or kinds[0] not in _NUMBERS or (value is None and type(None) in typing.get_args(hint)):
+        return value
+    accepted, words = _NUMBERS[kinds[0]]
+    if kinds[0] is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, accepted) or isinstance(value, bool):
+        raise FdmError(f"{owner}: {name} must be {words} (got {value!r})")
+    return value
 
 
 def _plain(v: Any) -> Any:

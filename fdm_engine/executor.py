@@ -16,12 +16,14 @@ in-flight count, on how videos are sharded over ranks, or on where a run was res
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Callable, Iterable
 
 import torch
 
 from fdm_engine.errors import FdmError
+from fdm_engine.limits import check_memory
 from fdm_engine.samplers import Sampler, run_job
 from sampling_schemes import Job, Plan
 from sampling_schemes.source import StaticSource, VideoJobs
@@ -46,6 +48,12 @@ class TimedModel(torch.nn.Module):
         return out
 
 
+
+def check_buffer(videos: int, length: int, frame: tuple) -> None:
+    """The float32 frames of `videos` whole videos must fit in memory (one line, not an allocator error)."""
+    check_memory(videos * length * math.prod(frame) * 4, f"{videos} video(s) of {length} frames of "
+                 f"{'x'.join(map(str, frame))}", "lower --length or the frame size")
+
 @dataclasses.dataclass
 class Counters:
     rounds: int = 0
@@ -67,6 +75,7 @@ class OpenVideo:
 
     @classmethod
     def start(cls, video: int, given: torch.Tensor, length: int, jobs: VideoJobs) -> "OpenVideo":
+        check_buffer(1, length, given.shape[1:])
         buffer = torch.zeros(length, *given.shape[1:], dtype=torch.float32)
         buffer[:len(given)] = given
         done = torch.zeros(length, dtype=torch.bool)
@@ -270,6 +279,7 @@ class SamplingState(Counters):
     def start(cls, given: torch.Tensor, length: int) -> "SamplingState":
         """given [V, n_obs, C, H, W] -> a state whose first n_obs frames are done."""
         V, n_obs = given.shape[:2]
+        check_buffer(V, length, given.shape[2:])
         buffer = torch.zeros(V, length, *given.shape[2:], dtype=torch.float32)
         buffer[:, :n_obs] = given
         done = torch.zeros(V, length, dtype=torch.bool)

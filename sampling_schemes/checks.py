@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from fdm_common.errors import FdmError
+from fdm_common.errors import FdmError, short_list
 from sampling_schemes.job import Job
 
 
@@ -40,7 +40,7 @@ def plan_problems(jobs: Iterable[Job], length: int, n_obs: int, max_frames: int)
         where = f"job {k}"
         for name, idx in (("observed", job.observed), ("latent", job.latent)):
             if list(idx) != sorted(set(idx)):
-                problems.append(f"{where}: {name} frames not sorted/unique {list(idx)}")
+                problems.append(f"{where}: {name} frames not sorted/unique {short_list(idx)}")
             if idx and (idx[0] < 0 or idx[-1] >= length):
                 problems.append(f"{where}: {name} frames outside [0, {length})")
         if not job.latent:
@@ -48,11 +48,11 @@ def plan_problems(jobs: Iterable[Job], length: int, n_obs: int, max_frames: int)
         if len(job.observed) + len(job.latent) > max_frames:
             problems.append(f"{where}: {len(job.observed) + len(job.latent)} frames > K={max_frames}")
         if set(job.observed) - done:
-            problems.append(f"{where}: observes frames not yet done {sorted(set(job.observed) - done)}")
+            problems.append(f"{where}: observes frames not yet done {short_list(sorted(set(job.observed) - done))}")
         if set(job.latent) & done:
-            problems.append(f"{where}: regenerates done frames {sorted(set(job.latent) & done)}")
+            problems.append(f"{where}: regenerates done frames {short_list(sorted(set(job.latent) & done))}")
         done |= set(job.latent)
     missing = sorted(set(range(length)) - done)
     if missing:
-        problems.append(f"frames never generated: {missing[:10]}{'...' if len(missing) > 10 else ''}")
+        problems.append(f"frames never generated: {short_list(missing)}")
     return problems

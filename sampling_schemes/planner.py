@@ -15,6 +15,7 @@ each video grows by one node per step.
 
 from __future__ import annotations
 
+import bisect
 from typing import Callable, Sequence
 
 import torch
@@ -24,7 +25,7 @@ from sampling_schemes.checks import check_args
 from sampling_schemes.job import Job, OpenJob
 from sampling_schemes.plan import Plan
 from sampling_schemes.registry import get_scheme
-from sampling_schemes.selection import EmbeddingCache, Embedder, choose_observed
+from sampling_schemes.selection import EmbeddingCache, Embedder, choose_in_time, choose_observed
 
 Chooser = Callable[[OpenJob, Sequence[int], torch.Tensor], list[tuple[int, ...]]]
 
@@ -55,7 +56,8 @@ class AdaptivePlanner:
         self.cache = EmbeddingCache(length, embedder)
         self.choose = choose
         self._plans = [Plan(length, n_obs) for _ in range(batch_size)]
-        self._done = set(range(n_obs))  # frames the next job may observe (must be in the cache)
+        self._done = list(range(n_obs))  # frames the next job may observe (sorted; must be in the cache)
+        self._unchecked = set(self._done)  # done frames not yet seen in the cache (checked once each)
 
     @property
     def finished(self) -> bool:
@@ -85,14 +87,17 @@ class AdaptivePlanner:
         if job.n_observed == 0:
             observed = [()] * self.batch_size
         else:
-            missing = sorted(self._done - self.cache.filled)
+            missing = sorted(f for f in self._unchecked if f not in self.cache.filled)
             if missing:
                 raise RuntimeError(f"add_frames() for frames {missing[:10]} before asking for the next jobs")
-            observed = self.choose(job, sorted(self._done), self.cache.table)
+            self._unchecked.clear()
+            observed = self.choose(job, self._done, self.cache.table)
         jobs = [job.close(obs) for obs in observed]
         for plan, closed in zip(self._plans, jobs):
             plan.append(closed)
-        self._done.update(job.latent)
+        for f in job.latent:
+            bisect.insort(self._done, f)
+        self._unchecked.update(job.latent)
         return jobs
 
     def plan(self, video: int = 0) -> Plan:
@@ -106,7 +111,7 @@ def preview_plan(scheme: str, length: int, n_obs: int, max_frames: int, step_siz
     Farthest-point selection in time spreads the observed frames over the video, which shows the
     shape of the scheme; with real frames the choice follows what the video looks like.
     """
-    planner = AdaptivePlanner(scheme, length, n_obs, max_frames, step_size)
+    planner = AdaptivePlanner(scheme, length, n_obs, max_frames, step_size, choose=choose_in_time)
 
     def add(frames: Sequence[int]) -> None:
         if frames:

@@ -68,4 +68,4 @@ def render_png(plan: Plan, path: str, title: str = "") -> None:
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4 if width >= 8 else 2,
               frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=100, bbox_inches="tight")  # tight: the legend below the axes is not cut off
+    fig.savefig(path, dpi=100, bbox_inches="tight", format="png")  # tight: the legend below the axes is not cut off

@@ -215,3 +215,31 @@ def test_parallel_levels_observe_only_lower_levels(setup, n):
     p = plan(f"hierarchy-{n}-parallel", T, n_obs, K, S)
     level_of = {f: 0 for f in range(n_obs)} | {f: j.level for j in p.jobs for f in j.latent}
     assert all(level_of[f] < j.level for j in p.jobs for f in j.observed)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(2, 90), st.data())
+def test_hierarchy_level_bisection_matches_stepping_level_by_level(T, data):
+    """next_level jumps to the first level whose walk lands on an undone frame; stepping one
+    level at a time (the definition) gives the same plan, for any N up to 10**9."""
+    import sampling_schemes.hierarchy as hierarchy
+
+    n_obs = data.draw(st.integers(0, T - 1))
+    K = data.draw(st.integers(2, 12))
+    S = data.draw(st.integers(1, K - 1))
+    N = data.draw(st.sampled_from([2, 3, 5, 40, 10**9]))
+
+    def one_at_a_time(setup, level, done, step_size):
+        level += 1
+        while not done.any_undone_from(done.first_undone() - 1 + setup.stride(level, step_size)):
+            level += 1
+        return level
+
+    fast = plan(f"hierarchy-{N}", T, n_obs, K, S).jobs
+    original = hierarchy.next_level
+    hierarchy.next_level = one_at_a_time
+    try:
+        if N < 10**9:  # stepping to level 10**9 one by one is what used to hang
+            assert plan(f"hierarchy-{N}", T, n_obs, K, S).jobs == fast
+    finally:
+        hierarchy.next_level = original

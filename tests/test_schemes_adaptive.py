@@ -144,3 +144,20 @@ def test_adaptive_invariants(scheme, T, data):
     assert [j.latent for j in planner.plan(1).jobs] == [j.latent for j in plan(twin, T, n_obs, K, S).jobs]
     for b in range(2):
         assert plan_problems(planner.plan(b).jobs, T, n_obs, K) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_choosing_in_time_matches_farthest_points_on_frame_indices(data):
+    """The preview's heap-of-gaps chooser picks what the generic farthest-point scan picks with
+    the frame index as the embedding, ties included."""
+    from sampling_schemes.selection import choose_in_time
+
+    T = data.draw(st.integers(1, 120))
+    done = sorted(data.draw(st.sets(st.integers(0, T - 1), min_size=1)))
+    anchors = tuple(data.draw(st.lists(st.sampled_from(done), max_size=3, unique=True)))
+    n = data.draw(st.integers(0, len(done) + 2))
+    job = OpenJob(latent=(T,), anchors=anchors[:n], n_observed=n)
+    emb = torch.zeros(T, 1)
+    emb[done, 0] = torch.tensor(done, dtype=torch.float32)
+    assert choose_in_time(job, done) == choose_observed(job, done, emb)

@@ -28,8 +28,9 @@ import torch
 from fdm_engine.diffusion import diffusion_loss
 from fdm_engine.diffusion.schedule import DiffusionConfig, NoiseSchedule
 from fdm_engine.errors import FdmError
-from fdm_engine.files import write_text_atomic
+from fdm_engine.files import check_output_path, write_text_atomic
 from fdm_engine.metrics_log import MetricsLog
+from fdm_engine.run_lock import run_folder_lock
 from trainers import checkpoints as ckpt
 from trainers.base import TRAINERS, Trainer
 from trainers.config import TrainConfig
@@ -110,19 +111,27 @@ class StepStats:
 def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None] | None = None) -> TrainResult:
     """Train (or resume the run in cfg's run folder) up to cfg.steps optimiser steps."""
     cfg, _ = resolve_for_run_dir(cfg)
+    check_output_path(cfg.run_dir, "--run-dir", folder=True)
     device = default_device(cfg.device, DistEnv(local_rank=_local_rank()))
     env = init_distributed(device.type)
+    # Rank 0 writes the folder, so rank 0 holds its lock: a second `fdm train` there stops at once.
+    lock = run_folder_lock(cfg.run_dir, "--run-dir") if env.is_main else contextlib.nullcontext()
     try:
-        run = build(cfg, env, device, log or _default_log(env))
-        restore(run)
-        if run.env.is_main:
-            verb = f"resuming at step {run.step}" if run.step else "starting"
-            run.log(f"{verb}: {cfg.model} ({cfg.preset}) on {cfg.dataset}, {_count(run.model)} parameters, "
-                    f"{env.world} x {device}, run folder {cfg.run_dir}")
-        run_loop(run, progress)
-        return TrainResult(run.run_dir, run.step, run.last_checkpoint, run.model, run.ema.module, cfg)
+        with lock:
+            return _train_locked(cfg, env, device, log, progress)
     finally:
         cleanup(env)
+
+
+def _train_locked(cfg: TrainConfig, env: DistEnv, device: torch.device, log, progress: bool) -> TrainResult:
+    run = build(cfg, env, device, log or _default_log(env))
+    restore(run)
+    if run.env.is_main:
+        verb = f"resuming at step {run.step}" if run.step else "starting"
+        run.log(f"{verb}: {cfg.model} ({cfg.preset}) on {cfg.dataset}, {_count(run.model)} parameters, "
+                f"{env.world} x {device}, run folder {cfg.run_dir}")
+    run_loop(run, progress)
+    return TrainResult(run.run_dir, run.step, run.last_checkpoint, run.model, run.ema.module, cfg)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,14 +160,20 @@ def build(cfg: TrainConfig, env: DistEnv, device: torch.device, log) -> TrainRun
         data=DataStream(clips, micro, env, cfg.seed, workers, pin_memory=device.type == "cuda"),
         metrics=MetricsLog(Path(cfg.run_dir) / "metrics.jsonl", enabled=env.is_main), log=log,
     )
-    if env.is_main:
-        write_text_atomic(Path(cfg.run_dir) / CONFIG_FILE, cfg.to_json() + "\n")
-        if cfg.sample_every:
-            from trainers.sampling import prepare_sampling
+    if env.is_main and cfg.sample_every:
+        from trainers.sampling import prepare_sampling
 
-            run.sampling = prepare_sampling(cfg, run.ema.module, cfg.model, diffusion, trainer.frames,
-                                            extra=trainer.checkpoint_extra())
+        run.sampling = prepare_sampling(cfg, run.ema.module, cfg.model, diffusion, trainer.frames,
+                                        extra=trainer.checkpoint_extra())
     return run
+
+
+def write_config(run: TrainRun) -> None:
+    """RUN_DIR/config.json marks a run that has started: written once a step has succeeded (or at
+    a resume), so a start that fails (a clip longer than the videos, ...) leaves nothing that
+    would make the corrected command look like "a run with other settings"."""
+    if run.env.is_main:
+        write_text_atomic(run.run_dir / CONFIG_FILE, run.cfg.to_json() + "\n")
 
 
 def _micro_batch(cfg: TrainConfig, env: DistEnv) -> int:
@@ -279,9 +294,13 @@ def run_loop(run: TrainRun, progress: bool) -> None:
                disable=not (progress and run.env.is_main))
     window: list[StepStats] = []
     tick = time.perf_counter()
+    if run.step:  # resumed: the run had started
+        write_config(run)
     with StopRequest(enabled=not run.env.distributed) as stop, contextlib.closing(bar):
         while run.step < cfg.steps:
             stats = train_step(run)
+            if not run.step:
+                write_config(run)
             run.step += 1
             window.append(stats)
             bar.set_postfix(loss=f"{stats.loss:.4f}", refresh=False)

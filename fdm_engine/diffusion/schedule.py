@@ -32,6 +32,9 @@ class DiffusionConfig(Config):
             raise FdmError(f"unknown prediction type {self.prediction!r} (known: {', '.join(PREDICTIONS)})")
         if self.num_steps < 1:
             raise FdmError(f"num_steps must be >= 1 (got {self.num_steps})")
+        if not 0 < self.beta_start <= self.beta_end < 1:  # also false for NaN
+            raise FdmError(f"betas must satisfy 0 < beta_start <= beta_end < 1 (got beta_start "
+                           f"{self.beta_start}, beta_end {self.beta_end})")
 
 
 def linear_betas(n: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -60,6 +63,10 @@ class NoiseSchedule:
         self.betas = betas.to(torch.float64)
         self.alphas_cumprod = torch.cumprod(1 - self.betas, 0)  # [N]
         self.log_snrs = torch.log(self.alphas_cumprod / (1 - self.alphas_cumprod))  # [N], decreasing
+        bad = ~torch.isfinite(self.log_snrs)
+        if bad.any():  # e.g. betas of 1 somewhere: alpha-bar 0, every later frame NaN
+            raise FdmError(f"noise schedule {self.config.schedule} with {self.num_steps} steps: alpha-bar is 0 or 1 "
+                           f"from step {int(bad.nonzero()[0])} (log-SNR not finite); check the betas")
 
     @property
     def num_steps(self) -> int:

@@ -15,10 +15,14 @@ def _pyplot():
 
 
 def _save(fig, path) -> Path:
+    from fdm_engine.files import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    try:
+        with atomic_write(path) as tmp:  # a full disk leaves the previous picture, never half a PNG
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        _pyplot().close(fig)
     return path
 
 

@@ -19,10 +19,11 @@ from typing import Iterable, Sequence
 
 import torch
 
-from fdm_engine.errors import FdmError
+from fdm_engine.errors import FdmError, short_list
 from fdm_engine.evaluation.gaussian import ExactConditional, JobMap, gaussian_kl, logdet_psd
 from fdm_engine.evaluation.montecarlo import KLEstimate, kl_estimate
 from fdm_engine.evaluation.sampler_map import num_steps, sampler_job_map
+from fdm_engine.limits import check_memory
 from fdm_engine.samplers import SAMPLERS, Sampler, make_sampler, run_job
 
 DEFAULT_JOB = (tuple(range(10)), tuple(range(10, 20)))
@@ -54,7 +55,11 @@ def check_job(observed: Sequence[int], latent: Sequence[int]) -> tuple[tuple[int
     if min(observed + latent) < 0:
         raise FdmError(f"frame indices must be >= 0 (got {min(observed + latent)})")
     if len(set(observed + latent)) != len(observed + latent):
-        raise FdmError(f"--observed and --latent must be distinct frames (got {list(observed)} and {list(latent)})")
+        raise FdmError(f"--observed and --latent must be distinct frames (got {short_list(observed)} and "
+                       f"{short_list(latent)})")
+    frames = len(observed) + len(latent)
+    check_memory(6 * 8 * frames**2, f"a job of {frames} frames: its {frames}x{frames} covariances",
+                 "name fewer --observed / --latent frames")
     return observed, latent
 
 
@@ -99,6 +104,12 @@ def monte_carlo_sampler(oracle, sampler: Sampler, observed: Sequence[int] = DEFA
     """The same KL estimated by sampling: y from the prior, x_L from run_job with random noise,
     `num_pixels` independent pixels in one batch. Returns the bias-corrected estimate and error bar."""
     observed, latent = check_job(observed, latent)
+    F = len(observed) + len(latent)
+    if num_pixels <= F + 1:
+        raise FdmError(f"--monte-carlo {num_pixels}: too few pixels for the {F}-frame covariance; use more than "
+                       f"{F + 1}")
+    check_memory(4 * 8 * num_pixels * F, f"--monte-carlo {num_pixels}: {num_pixels} pixel series of {F} frames",
+                 "lower --monte-carlo")
     g = torch.Generator().manual_seed(seed)
     frames = torch.tensor(list(observed) + list(latent))
     sigma = oracle.covariance(frames)  # [F, F]

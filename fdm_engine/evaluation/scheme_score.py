@@ -25,6 +25,7 @@ from fdm_engine.evaluation.gaussian import (ExactConditional, JobMapper, cholesk
                                             gaussian_kl, propagate, variance_ratio)
 from fdm_engine.evaluation.montecarlo import KLEstimate, kl_estimate, pixel_series
 from fdm_engine.evaluation.sampler_map import SamplerConditional
+from fdm_engine.limits import check_memory
 from fdm_engine.samplers import Sampler
 from sampling_schemes import check_args, get_scheme, job_source
 from sampling_schemes.registry import SCHEMES
@@ -82,6 +83,7 @@ def static_plan(scheme: str, length: int, n_obs: int, max_frames: int, step_size
 def score_scheme(scheme: str, length: int, n_obs: int, max_frames: int, step_size: int | None = None, *,
                  oracle, sampler: Sampler | None = None) -> SchemeScore:
     """Exact KL and per-frame / per-distance covariance errors of a static scheme with the oracle."""
+    check_covariances(length)
     p = static_plan(scheme, length, n_obs, max_frames, step_size)
     sigma = oracle.covariance(torch.arange(length))  # [T, T]
     chol = cholesky_or_fail(sigma, f"the true {length}-frame covariance of {oracle.config.kernel}")
@@ -91,6 +93,13 @@ def score_scheme(scheme: str, length: int, n_obs: int, max_frames: int, step_siz
     return SchemeScore(scheme, length, n_obs, max_frames, check_args(length, n_obs, max_frames, step_size), len(p),
                        describe(sampler), kl, variance_ratio(joint.cov, sigma).tolist(), signed.tolist(),
                        absolute.tolist())
+
+
+def check_covariances(length: int) -> None:
+    """The exact scores hold a few T x T float64 matrices at once (the covariance, its Cholesky
+    factor, the scheme's joint and the solves of the KL): refuse a --length they cannot fit."""
+    check_memory(6 * 8 * length**2, f"--length {length}: the exact {length}x{length} covariances",
+                 "lower --length")
 
 
 def static_schemes(levels=(2, 3, 4)) -> list[str]:
@@ -124,6 +133,7 @@ def monte_carlo_scheme(scheme: str, length: int, n_obs: int, max_frames: int, st
         raise FdmError(f"--monte-carlo {num_videos} gives {num_videos * pixels} pixel series, too few for a "
                        f"{length}-frame covariance: raise it or the oracle's size (e.g. size=32)")
     step_size = check_args(length, n_obs, max_frames, step_size)
+    check_covariances(length)
     g = torch.Generator().manual_seed(seed)
     c = oracle.config
     given = (oracle.sample_prior(num_videos, n_obs, generator=g) if n_obs

@@ -57,14 +57,24 @@ def _read_one(path: Path, read_video) -> np.ndarray:
     return frames
 
 
+NO_DATA = ("unconditional", "oracle prior")
+
+
 def read_run_config(samples_dir: Path) -> dict:
     path = Path(samples_dir) / "plan.json"
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text()).get("config", {})
-    except (json.JSONDecodeError, AttributeError) as e:
+        plan = json.loads(path.read_text())
+        config = dict(plan.get("config", {}))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as e:
         raise FdmError(f"{path}: not a plan.json written by `fdm sample` ({e})") from e
+    # Where the given frames came from, also when --obs was not given (a checkpoint's own dataset,
+    # e.g. "carla_no_traffic:test"); "unconditional" and "oracle prior" name no data.
+    source = plan.get("conditioning")
+    if config.get("obs") is None and isinstance(source, str) and source not in NO_DATA:
+        config["obs"] = source
+    return config
 
 
 def load_truth(ids: list[int], shape: tuple, data: str | None, data_dir: str | None,
@@ -123,6 +133,8 @@ def evaluate_samples(samples_dir, data: str | None = None, data_dir: str | None 
     """PSNR/SSIM per frame index (mean over videos) and summaries over generated frames, plus
     revisit consistency where the truth has poses. Frames beyond the truth's length are skipped."""
     samples_dir = Path(samples_dir)
+    if n_obs is not None and n_obs < 0:
+        raise FdmError(f"--n-obs must be >= 0 (got {n_obs})")
     run = read_run_config(samples_dir)
     ids, samples = read_samples(samples_dir)
     source, truth, poses = load_truth(ids, samples.shape[1:], data, data_dir, run)

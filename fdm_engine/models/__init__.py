@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from fdm_engine.errors import FdmError
+from fdm_engine.limits import check_memory
 from fdm_engine.registry import Registry
 
 MODELS: Registry = Registry("model", group="fdm.models")
@@ -24,7 +25,28 @@ def build_model(name: str, config: dict[str, Any] | None = None, **overrides):
     """Build a registered model from a config dict (e.g. read from a checkpoint)."""
     cls = MODELS.get(name)
     cfg = cls.Config.from_dict({**(config or {}), **overrides})
+    check_memory(weight_bytes(cls, cfg), f"model {name} ({_sizes(cfg)})", "check the model config")
     return cls(cfg)
+
+
+def weight_bytes(cls, cfg) -> float:
+    """Bytes of the model's weights, counted on the meta device (nothing allocated)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = cls(cfg)
+    except RuntimeError as e:  # a tensor shape whose size overflows int64
+        if "overflow" in str(e):
+            return float("inf")
+        raise
+    return float(sum(p.numel() * p.element_size() for p in model.parameters()))
+
+
+def _sizes(cfg) -> str:
+    fields = cfg.to_dict()
+    named = [f"{k}={fields[k]}" for k in ("base_channels", "image_size", "channels", "max_frames") if k in fields]
+    return ", ".join(named) or type(cfg).__name__
 
 
 def model_name(model) -> str:

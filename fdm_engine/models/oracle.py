@@ -22,6 +22,7 @@ from fdm_engine.config import Config
 from fdm_engine.diffusion.prediction import from_x0
 from fdm_engine.diffusion.schedule import NoiseSchedule, expand_like
 from fdm_engine.errors import FdmError
+from fdm_engine.limits import check_memory
 from fdm_engine.registry import Registry
 
 # Covariance functions k(d) of the frame-index difference d. Plug-ins: entry-point group
@@ -144,6 +145,11 @@ class GaussianProcessOracle(nn.Module):
     def sample_prior(self, num_videos: int, length: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Ground-truth GP videos [V, T, C, H, W] (float32, model space)."""
         c = self.config
+        pixels = c.channels * c.size * c.size
+        # float64 draws and their product with the Cholesky factor, then the float32 result.
+        check_memory(num_videos * length * pixels * (8 + 8 + 4) + 16 * length**2,
+                     f"oracle size={c.size}, channels={c.channels}: {num_videos} video(s) of {length} frames",
+                     "lower the oracle's size")
         sigma = self.covariance(torch.arange(length)) + 1e-9 * c.scale**2 * torch.eye(length, dtype=torch.float64)
         chol = torch.linalg.cholesky(sigma)
         z = torch.randn(num_videos, length, c.channels * c.size * c.size, generator=generator, dtype=torch.float64)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from fdm_engine.datasets.procedural.generators import GENERATORS
 from fdm_engine.errors import FdmError
+from fdm_engine.limits import check_disk, check_memory
 from fdm_engine.video_io import atomic_write, write_video
 
 MANIFEST = "dataset.json"
@@ -86,7 +87,14 @@ def make_dataset(name: str, out, num_videos: int, length: int, size: int,
     of generator `name`, each uint8 [length, size, size, C], into `out`. Returns `out`."""
     config = GENERATORS.get(name).from_dict(params or {})
     num_test = max(1, num_videos // 10) if num_test is None else num_test
-    _check_args(num_videos, num_test, length, size, format)
+    _check_args(num_videos, num_test, length, size, format, fps)
+    # One video is generated as float frames, then stored as uint8.
+    channels = getattr(config, "channels", 3)
+    check_memory(length * size * size * channels * (4 + 1), f"--length {length} --size {size}: one video",
+                 "lower --size or --length")
+    if format != "mp4":  # npy and carla store the raw bytes
+        check_disk((num_videos + num_test) * length * size * size * channels, out,
+                   f"{num_videos + num_test} videos of {length} frames of {size}x{size}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FdmError(f"--out {out}: exists and is not an empty folder; choose a new one")
@@ -119,7 +127,9 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
     return manifest
 
 
-def _check_args(num_videos: int, num_test: int, length: int, size: int, format: str) -> None:
+def _check_args(num_videos: int, num_test: int, length: int, size: int, format: str, fps: float) -> None:
+    if not fps > 0:
+        raise FdmError(f"--fps must be > 0 (got {fps})")
     if num_videos < 1:
         raise FdmError(f"--num-videos must be >= 1 (got {num_videos})")
     if num_test < 0:
