@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
+from cli.paths import OutputPath
+
 
 @click.command()
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), default="report", show_default=True,
+@click.option("--out", type=OutputPath(folder=True), default="report", show_default=True,
               help="Folder for index.html and its assets (replaced if it holds an earlier report).")
 @click.option("--skip-bad", is_flag=True,
               help="Show a broken or missing video as a note on the page instead of stopping (exit 2).")
