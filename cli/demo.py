@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
+from cli.paths import OutputPath
+
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--out", default="demo_out", show_default=True, type=click.Path(file_okay=False),
+@click.option("--out", default="demo_out", show_default=True, type=OutputPath(folder=True),
               help="Folder for the video, the side-by-side and the scheme picture.")
 @click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
               help="A checkpoint exported by `fdm demo export` [default: the shipped demo-balls model].")

@@ -205,6 +205,11 @@ CASES = [
     ("eval-video-no-samples", ["eval", "video", "{data}"], "no video_NNNN"),
     ("eval-i3d-out-proc", ["eval", "i3d-weights", "{afile}", "--out", "/proc/i3d.safetensors"], "/proc"),
     ("eval-i3d-not-pickle", ["eval", "i3d-weights", "{afile}", "--out", "{root}/i3d.safetensors"], "afile"),
+    # demo
+    ("demo-out-proc", ["demo", "--out", "/proc/demo", "-q"], "/proc"),
+    ("demo-length-1", ["demo", "--length", "1", "-q", "--out", "{root}/o"], "--length"),
+    ("demo-no-checkpoint", ["demo", "--checkpoint", "{root}/none.safetensors", "-q", "--out", "{root}/o"],
+     "none.safetensors"),
     # report
     ("report-nothing", ["report"], "DIRS"),
     ("report-a-file", ["report", "{afile}"], "afile"),
