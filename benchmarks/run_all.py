@@ -23,10 +23,10 @@ ROOT = HERE.parent
 BENCHES = ("sampling", "denoiser", "training", "data", "eval", "temporal_layers")
 
 
-def run(name: str) -> tuple[dict | None, str, float]:
+def run(name: str, extra: list[str]) -> tuple[dict | None, str, float]:
     start = time.perf_counter()
-    r = subprocess.run([sys.executable, str(HERE / f"bench_{name}.py"), "--quick", "--json"], capture_output=True,
-                       text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    r = subprocess.run([sys.executable, str(HERE / f"bench_{name}.py"), "--quick", "--json", *extra],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     seconds = time.perf_counter() - start
     if r.returncode:
         return None, (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1], seconds
@@ -84,6 +84,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(BENCHES)}")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    ap.add_argument("--sampling-rows", default=None, help="bench_sampling --only ROWS (a subset, when time is short)")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.only.split(",")] if args.only else list(BENCHES)
     folder = HERE / "results"
@@ -94,7 +95,8 @@ def main(argv=None) -> None:
              "`--quick --json` run; see the benchmark's docstring for what it measures.", ""]
     for name in names:
         print(f"bench_{name} ...", flush=True)
-        report, error, seconds = run(name)
+        extra = ["--only", args.sampling_rows] if name == "sampling" and args.sampling_rows else []
+        report, error, seconds = run(name, extra)
         lines += [f"## bench_{name} ({seconds:.0f} s)", ""]
         if report is None:
             lines += [f"failed: `{error}`", ""]
