@@ -74,19 +74,19 @@ def rows(quick: bool, fdm: str | None) -> list[dict]:
             # in flight: the batch size (enough to fill a batch of 32 autoreg jobs), capped at 8 for
             # the memory rows, which compare V=8 and V=64 at the same settings
             out.append(dict(name=f"oracle V={v} T={t}", model=ORACLE, videos=v, length=t, steps=1,
-                            batch=32, in_flight=8 if v in (8, 64) else 0, max_frames=20))
+                            batch=32, in_flight=8 if v in (8, 64) else 0, max_frames=20, n_obs=36))
     if fdm:
         for t in ((300,) if quick else oracle_t):
             for v in ((1,) if quick else (1, 8)):
                 out.append(dict(name=f"tiny-fdm V={v} T={t}", model=fdm, videos=v, length=t, steps=1, batch=2,
-                                in_flight=0, max_frames=None))  # the model's K (10)
+                                in_flight=0, max_frames=None, n_obs=0))  # K: the model's (10); no data to observe
     return out
 
 
 def run_row(row: dict, tmp: Path) -> dict:
     from fdm_engine.sample_config import SampleConfig
 
-    cfg = SampleConfig(model=row["model"], scheme="autoreg", n_obs=36, length=row["length"],
+    cfg = SampleConfig(model=row["model"], scheme="autoreg", n_obs=row["n_obs"], length=row["length"],
                        max_frames=row["max_frames"],
                        steps=row["steps"], num_videos=row["videos"], batch_size=row["batch"],
                        videos_in_flight=row["in_flight"], formats=("npz",), seed=0)
@@ -148,7 +148,7 @@ def main(argv=None) -> None:
                       f"{r['state_bytes_per_round'] / 1e6:7.3f} MB/round  {1e3 * r['s_per_frame']:.3f} ms/frame",
                       flush=True)
     ok = [r for r in runs if "error" not in r]
-    report = {"threads": torch.get_num_threads(), "scheme": "autoreg", "n_obs": 36, "runs": ok,
+    report = {"threads": torch.get_num_threads(), "scheme": "autoreg", "runs": ok,
               "failed": [r for r in runs if "error" in r], "targets": targets(ok)}
     if args.json:
         print(json.dumps(report))
