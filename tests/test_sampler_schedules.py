@@ -97,3 +97,19 @@ def test_eval_samplers_all_adds_optimised_rows_and_picks_the_fewest_nfe(tmp_path
     ok = [s for s in r["results"] if s["kl"] <= 1e-2]
     assert r["fewest_nfe"]["nfe"] == min(s["steps_run"] for s in ok)
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_optimised_spacing_is_the_measured_profile_and_beats_logsnr_at_10():
+    from fdm_engine.diffusion import timesteps_for
+    from fdm_engine.diffusion.spacing import OPTIMISED_PROFILE
+
+    ts = timesteps_for(SCHED, 10, "optimised")
+    assert ts[0] == 999 and bool((ts[1:] < ts[:-1]).all()) and abs(float(ts[-1])) < 1e-9
+    lam = SCHED.log_snr(ts)
+    pos = (lam - SCHED.log_snrs[-1]) / (SCHED.log_snrs[0] - SCHED.log_snrs[-1])
+    assert torch.allclose(pos, torch.tensor(OPTIMISED_PROFILE, dtype=torch.float64), atol=1e-9)
+    for n in (3, 7, 25):
+        t = timesteps_for(SCHED, n, "optimised")
+        assert len(t) == n and bool((t[1:] < t[:-1]).all())
+    kl = {sp: score_sampler(ORACLE, make_sampler("dpm++2m", SCHED, 10, sp), *JOB).kl for sp in ("logsnr", "optimised")}
+    assert kl["optimised"] < 0.5 * kl["logsnr"], kl

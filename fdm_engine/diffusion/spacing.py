@@ -65,6 +65,29 @@ def karras(schedule: NoiseSchedule, n: int, rho: float = 7.0) -> torch.Tensor:
     return _nearest_timesteps(sigmas.log(), targets.log())
 
 
+# Log-SNR positions (fractions of [lambda(N-1), lambda(0)]) of the 10 timesteps that minimise the
+# exact KL of DPM-Solver++(2M) on the periodic oracle's 10-observed / 10-latent job, measured by
+# `fdm eval optimize-steps dpm++2m --steps 10 --max-evaluations 300` (KL 4.8e-5 vs logsnr's 3.1e-3;
+# it transfers to the other kernels and observed sets of its report, see README).
+OPTIMISED_PROFILE = (0.0, 0.09553, 0.36324, 0.45565, 0.56283, 0.66522, 0.75111, 0.83452, 0.9179, 1.0)
+
+
+@SPACINGS.register("optimised")
+def optimised(schedule: NoiseSchedule, n: int) -> torch.Tensor:
+    """The measured optimal log-SNR profile above, resampled to n steps (piecewise linear in k/(n-1));
+    fractional timesteps (log-SNR is interpolated between integer ones)."""
+    N = _check(schedule, n)
+    if n == 1:
+        return torch.tensor([float(N - 1)], dtype=torch.float64)
+    grid = np.linspace(0, 1, len(OPTIMISED_PROFILE))
+    pos = np.interp(np.linspace(0, 1, n), grid, OPTIMISED_PROFILE)
+    lam = schedule.log_snrs.numpy()
+    targets = lam[-1] + pos * (lam[0] - lam[-1])
+    ts = np.interp(targets, lam[::-1], np.arange(N - 1, -1, -1, dtype=np.float64))
+    ts[0] = N - 1  # exactly the top: the start noise is N(0, I) there
+    return torch.from_numpy(ts)
+
+
 def is_spacing_file(spacing: str) -> bool:
     return str(spacing).endswith(".json")
 
