@@ -305,12 +305,12 @@ def optimize_steps_cmd(name, steps, eta, oracle_spec, observed, latent, max_eval
 @eval_.command("samplers")
 @click.option("--all", "all_", is_flag=True,
               help="Also optimise the timesteps of every sampler at every step count up to --optimise-upto "
-                   "(the 'optimised' rows; slow: --max-evaluations exact KLs each).")
+                   "(the 'tuned' rows: one schedule per sampler and count; slow: --max-evaluations KLs each).")
 @click.option("--samplers", "names", default="all", show_default=True, help="Comma-separated samplers, or all.")
 @click.option("--spacings", default="all", show_default=True, help="Comma-separated spacings, or all.")
 @click.option("--steps", default=DEFAULT_STEPS, show_default=True, help="Network evaluations per job (NFE).")
 @click.option("--optimised", "files", multiple=True, type=click.Path(dir_okay=False),
-              help="Schedules from `fdm eval optimize-steps` to add as 'optimised' rows (repeatable).")
+              help="Schedules from `fdm eval optimize-steps` to add as 'tuned' rows (repeatable).")
 @click.option("--optimise-upto", type=int, default=25, show_default=True, help="With --all: largest NFE optimised.")
 @click.option("--max-evaluations", type=int, default=150, show_default=True, help="With --all: KLs per optimisation.")
 @click.option("--target", type=float, default=5e-4, show_default=True,
@@ -357,7 +357,7 @@ def samplers_cmd(all_, names, spacings, steps, files, optimise_upto, max_evaluat
             optimised.append((n, k, torch.tensor(r.timesteps, dtype=torch.float64)))
     for n, k, ts in optimised:
         scores.append(dataclasses.replace(score_sampler(oracle, make(n, schedule, k, ts, eta), obs, lat),
-                                          spacing="optimised"))
+                                          spacing="tuned"))
     plot_samplers(scores, out, f"{oracle.config.kernel} oracle, job observes {len(obs)} / generates {len(lat)} frames")
     good = sorted((s for s in scores if s.kl <= target), key=lambda s: (s.steps_run, s.kl))
     best = good[0] if good else None

@@ -82,7 +82,7 @@ def test_optimiser_result_is_its_best_evaluation():
     assert again == pytest.approx(r.kl, rel=1e-6) and r.kl == min(r.history) and r.kl <= r.kl_logsnr
 
 
-def test_eval_samplers_all_adds_optimised_rows_and_picks_the_fewest_nfe(tmp_path, capsys):
+def test_eval_samplers_all_adds_tuned_rows_and_picks_the_fewest_nfe(tmp_path, capsys):
     png = tmp_path / "s.png"
     code, out, err = run_fdm(capsys, "eval", "samplers", "--all", "--samplers", "dpm++2m,heun", "--spacings",
                              "logsnr", "--steps", "4,30", "--optimise-upto", "4", "--max-evaluations", "15",
@@ -91,9 +91,9 @@ def test_eval_samplers_all_adds_optimised_rows_and_picks_the_fewest_nfe(tmp_path
     r = json.loads(out)
     rows = {(s["sampler"], s["spacing"], s["steps"]): s for s in r["results"]}
     assert set(rows) == {(n, sp, k) for n in ("dpm++2m", "heun") for sp, k in
-                         (("logsnr", 4), ("logsnr", 30), ("optimised", 4))}
+                         (("logsnr", 4), ("logsnr", 30), ("tuned", 4))}
     assert rows[("heun", "logsnr", 30)]["steps_run"] == 29, "Heun's NFE: 2 per step but the last"
-    assert rows[("dpm++2m", "optimised", 4)]["kl"] <= rows[("dpm++2m", "logsnr", 4)]["kl"] * 1.05
+    assert rows[("dpm++2m", "tuned", 4)]["kl"] <= rows[("dpm++2m", "logsnr", 4)]["kl"] * 1.05
     ok = [s for s in r["results"] if s["kl"] <= 1e-2]
     assert r["fewest_nfe"]["nfe"] == min(s["steps_run"] for s in ok)
     assert png.read_bytes()[:4] == b"\x89PNG"
