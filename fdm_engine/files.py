@@ -77,39 +77,6 @@ def write_text_atomic(path, text: str) -> None:
         tmp.write_text(text)
 
 
-@contextmanager
-def exclusive_lock(folder, name: str, what: str) -> Iterator[None]:
-    """Hold OUT/.<name>.lock for the body; a second holder gets one FdmError line.
-
-    The lock (flock) goes with the process, so a killed run never leaves the folder locked. The
-    file stays: removing it would let a waiting process lock a file nobody else sees.
-    """
-    import fcntl
-
-    from fdm_engine.errors import FdmError
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f".{name}.lock"
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "?"
-        f.close()
-        raise FdmError(f"{folder} is in use by another {what} (pid {holder}): wait for it to end, "
-                       f"or choose another --out") from None
-    try:
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        yield
-    finally:
-        f.close()
-
-
 def check_output_path(path, flag: str, folder: bool = False) -> Path:
     """FdmError naming `flag` unless `path` can be written: an output file (folder=False) or a
     folder to write into (folder=True), both created with their missing parents.

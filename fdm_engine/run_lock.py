@@ -23,8 +23,9 @@ LOCK_NAME = ".fdm-lock"
 
 
 @contextmanager
-def run_folder_lock(folder, flag: str = "--out") -> Iterator[Path]:
-    """Hold the folder's lock for the body (creating the folder). FdmError if another process holds it.
+def run_folder_lock(folder, flag: str = "--out", name: str = LOCK_NAME, what: str = "fdm process") -> Iterator[Path]:
+    """Hold the folder's lock FOLDER/`name` for the body (creating the folder). FdmError if another
+    process holds it; `what` names the holder in that message (e.g. "`fdm sample`").
 
     A folder this call created and that is empty again afterwards (a run that failed before
     writing anything) is removed, so a failed start leaves nothing behind.
@@ -35,21 +36,21 @@ def run_folder_lock(folder, flag: str = "--out") -> Iterator[Path]:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise FdmError(f"{flag} {folder}: cannot create the folder ({e.strerror})") from None
-    path = folder / LOCK_NAME
+    path = folder / name
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise FdmError(f"{flag} {folder} is in use by another fdm process (pid {holder}); wait for it "
+            raise FdmError(f"{flag} {folder} is in use by another {what} (pid {holder}); wait for it "
                            f"to finish or choose another {flag}") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:
             yield folder
         finally:
-            if created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+            if created and [p.name for p in folder.iterdir()] == [name]:
                 path.unlink()  # still locked by us: nobody else can be using this inode
                 folder.rmdir()
     finally:

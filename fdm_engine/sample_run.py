@@ -29,7 +29,8 @@ from fdm_engine.denoisers import default_clip_denoised, load_denoiser
 from fdm_engine.diffusion.schedule import NoiseSchedule
 from fdm_engine.errors import FdmError
 from fdm_engine.executor import Counters, Executor, OpenVideo
-from fdm_engine.files import exclusive_lock, write_text_atomic
+from fdm_engine.files import write_text_atomic
+from fdm_engine.run_lock import run_folder_lock
 from fdm_engine.guidance import for_checkpoint
 from fdm_engine.precision import resolve_precision, with_precision
 from fdm_engine.sample_config import SampleConfig
@@ -169,7 +170,7 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
     video_ids = shard.videos(cfg.num_videos)
     loaded = load_denoiser(cfg.model, device=device)
     run = build(cfg, loaded, device)
-    with exclusive_lock(out, f"fdm-sample-rank{shard.rank}", "`fdm sample`"):
+    with run_folder_lock(out, "--out", f".fdm-sample-rank{shard.rank}.lock", "`fdm sample`"):
         state = claim(out, cfg, resume, shard.rank, video_ids)
         finished = set(state.manifest.finished_videos)
         todo = [v for v in video_ids if v not in finished]

@@ -169,13 +169,13 @@ def test_a_folder_holding_another_run_is_refused(tmp_path, capsys):
 
 
 def test_a_second_process_on_the_same_folder_is_refused(tmp_path, capsys):
-    from fdm_engine.files import exclusive_lock
+    from fdm_engine.run_lock import run_folder_lock
 
     out = tmp_path / "o"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from fdm_engine.files import exclusive_lock
-        with exclusive_lock({str(out)!r}, "fdm-sample-rank0", "`fdm sample`"):
+        from fdm_engine.run_lock import run_folder_lock
+        with run_folder_lock({str(out)!r}, "--out", ".fdm-sample-rank0.lock", "`fdm sample`"):
             print("locked", flush=True)
             time.sleep(60)
         """)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -189,7 +189,7 @@ def test_a_second_process_on_the_same_folder_is_refused(tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
-    with exclusive_lock(out, "fdm-sample-rank0", "`fdm sample`"):  # a killed holder frees it
+    with run_folder_lock(out, "--out", ".fdm-sample-rank0.lock", "`fdm sample`"):  # a killed holder frees it
         pass
 
 
