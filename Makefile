@@ -27,8 +27,9 @@ demo-oracle: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# One torch thread per worker: the workers already fill the cores.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" -n auto
 
 clean:
 	rm -rf $(VENV) demo_out demo_oracle

@@ -7,16 +7,20 @@ import sys
 import time
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
+from cli_helpers import run_fdm
 from fdm_engine.video_io import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 ORACLE = "oracle:ou:lengthscale=4"
 
 
-def fdm(*args, check=True, timeout=300, **kw):
+def fdm_process(*args, check=True, timeout=300, **kw):
+    """`fdm ARGS` in a process of its own: for what needs one (SIGKILL, torchrun)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True,
                        env=env, timeout=timeout, **kw)
@@ -25,7 +29,20 @@ def fdm(*args, check=True, timeout=300, **kw):
     return r
 
 
-def test_outputs_in_every_format(tmp_path):
+@pytest.fixture
+def fdm(capsys, monkeypatch):
+    """`fdm ARGS` in this process (a new process costs seconds of imports); `cwd=` runs it there."""
+    def run(*args, check=True, cwd=None):
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        code, out, err = run_fdm(capsys, *args)
+        if check:
+            assert code == 0, err
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    return run
+
+
+def test_outputs_in_every_format(fdm, tmp_path):
     out = tmp_path / "run"
     fdm("sample", "oracle:periodic:size=16,channels=3", "--scheme", "hierarchy-2", "--n-obs", "6",
         "--length", "48", "--max-frames", "10", "--steps", "5", "--num-videos", "2", "--out", str(out),
@@ -49,7 +66,7 @@ def test_outputs_in_every_format(tmp_path):
 def test_killed_run_resumes_to_identical_frames(tmp_path):
     args = ["sample", ORACLE, "--scheme", "autoreg", "--n-obs", "2", "--length", "40", "--max-frames", "6",
             "--sampler", "ddpm", "--steps", "100", "--num-videos", "2", "--format", "npz", "--save-raw", "--quiet"]
-    fdm(*args, "--out", str(tmp_path / "ref"))
+    fdm_process(*args, "--out", str(tmp_path / "ref"))
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args, "--out", str(out)], env=env,
@@ -63,9 +80,9 @@ def test_killed_run_resumes_to_identical_frames(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert state.exists() and not (out / "video_0000.npz").exists()
-    again = fdm(*args, "--out", str(out), check=False)
+    again = fdm_process(*args, "--out", str(out), check=False)
     assert again.returncode == 2 and "--resume" in again.stderr
-    fdm(*args, "--out", str(out), "--resume")
+    fdm_process(*args, "--out", str(out), "--resume")
     for i in range(2):
         a, b = np.load(tmp_path / "ref" / f"video_{i:04d}.npz"), np.load(out / f"video_{i:04d}.npz")
         assert np.array_equal(a["raw"], b["raw"])
@@ -75,7 +92,7 @@ def test_killed_run_resumes_to_identical_frames(tmp_path):
 def test_torchrun_shards_videos_and_matches_one_process(tmp_path):
     args = ["sample", ORACLE, "--scheme", "autoreg", "--n-obs", "4", "--length", "30", "--max-frames", "8",
             "--steps", "5", "--num-videos", "3", "--format", "npz", "--save-raw", "--quiet"]
-    fdm(*args, "--out", str(tmp_path / "one"))
+    fdm_process(*args, "--out", str(tmp_path / "one"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "cli.main",
                         *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
@@ -97,7 +114,7 @@ def test_torchrun_shards_videos_and_matches_one_process(tmp_path):
     (["--spacing", "cubic"], "cubic"),
     (["--format", "mp4,avi"], "avi"),
 ])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
+def test_bad_input_is_one_line_and_exit_2(fdm, tmp_path, args, needle):
     r = fdm("sample", ORACLE, "--n-obs", "4", "--length", "20", "--steps", "2", "--out", str(tmp_path),
             "--quiet", *args, check=False)
     assert r.returncode == 2, r.stderr
@@ -105,7 +122,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
 
 
-def test_conditioning_video_is_checked(tmp_path):
+def test_conditioning_video_is_checked(fdm, tmp_path):
     short = tmp_path / "short.mp4"
     write_video(short, np.zeros((3, 8, 8, 1), np.uint8))
     r = fdm("sample", ORACLE, "--obs", str(short), "--n-obs", "5", "--length", "20", "--out", str(tmp_path / "o"),
@@ -117,7 +134,7 @@ def test_conditioning_video_is_checked(tmp_path):
     assert r.returncode == 2 and "1x16x16" in r.stderr and "1x8x8" in r.stderr
 
 
-def test_conditioning_from_a_file_is_kept(tmp_path):
+def test_conditioning_from_a_file_is_kept(fdm, tmp_path):
     frames = (np.arange(12 * 8 * 8) % 251).astype(np.uint8).reshape(12, 8, 8, 1)
     np.save(tmp_path / "given.npy", frames)
     out = tmp_path / "o"
@@ -128,7 +145,7 @@ def test_conditioning_from_a_file_is_kept(tmp_path):
     assert np.array_equal(got[:5], frames[:5])
 
 
-def test_bare_checkpoint_command_uses_the_recorded_dataset(tmp_path):
+def test_bare_checkpoint_command_uses_the_recorded_dataset(fdm, tmp_path):
     """`fdm sample ckpt.pt --scheme hierarchy-2 --n-obs 36` as the published tool ran it: the test
     split of the checkpoint's dataset from datasets/NAME, --length from its videos."""
     from fdm_engine.checkpoint import save_checkpoint
@@ -149,7 +166,7 @@ def test_bare_checkpoint_command_uses_the_recorded_dataset(tmp_path):
     assert np.array_equal(frames[:36], truth[:36])
 
 
-def test_checkpoint_recorded_data_dir_is_the_last_resort(tmp_path):
+def test_checkpoint_recorded_data_dir_is_the_last_resort(fdm, tmp_path):
     from fdm_engine.checkpoint import save_checkpoint
     from fdm_engine.diffusion import DiffusionConfig
     from fdm_engine.models.fdm_unet import FDMUNet, FDMUNetConfig

@@ -8,7 +8,9 @@ Given a checkpoint trained on a procedural dataset (`fdm demo export`) and that 
    the NFE each scheme really ran is reported (they differ by less than one job's worth of steps);
 2. PSNR/SSIM per frame index against the truth (`evaluate_samples`, as `fdm eval video`);
 3. long-range consistency against the generator's state (consistency.py) per frame index, for
-   every scheme, the real videos (ceiling) and "repeat the last given frame" (no motion);
+   every scheme, the real videos (ceiling) and "repeat the last given frame" (no motion), on the
+   generated frames only (frames n_obs..): the measure looks at a window of frames, which must not
+   reach into the given frames, or the first generated frames would score the truth's consistency;
 4. drift (drift.py): each measure's mean over the first and last `drift_frames` frames;
 5. FVD (I3D logits) on 16-frame windows at `fvd_windows` evenly spaced starts in the generated
    part of each video: each scheme vs the held-out real videos' same windows, beside the floor
@@ -77,10 +79,11 @@ def _truth(cfg: DemoEvalConfig, data_dir, name: str, split: str, n: int, length:
     return [ds.read(i, length)[:length] for i in range(n)], [ds.state(i) for i in range(n)]
 
 
-def _consistency_curves(name: str, videos, states) -> dict[str, list[float]]:
+def _consistency_curves(name: str, videos, states, n_obs: int) -> dict[str, list[float]]:
+    """Curves over frames n_obs.. (index i is frame n_obs + i), mean over videos."""
     from fdm_engine.evaluation.consistency import consistency
 
-    per = [consistency(name, v, s) for v, s in zip(videos, states)]
+    per = [consistency(name, v[n_obs:], s) for v, s in zip(videos, states)]
     return {k: np.mean([p[k] for p in per], axis=0).tolist() for k in per[0]}
 
 
@@ -162,7 +165,7 @@ def run_demo_eval(cfg: DemoEvalConfig, out, progress: bool = True) -> dict:
     rows = {**generated, "real": real, "no-motion": still}
     for key, videos in tqdm(rows.items(), desc="consistency + drift", disable=not progress):
         entry = report["schemes"].setdefault(key, {})
-        entry["consistency"] = _consistency_curves(name, videos, states)
+        entry["consistency"] = _consistency_curves(name, videos, states, cfg.n_obs)
         entry["drift"] = _drift(videos, cfg.drift_frames)
     if cfg.fvd:
         starts = _window_starts(cfg.length, cfg.n_obs, cfg.fvd_windows)
@@ -177,10 +180,10 @@ def run_demo_eval(cfg: DemoEvalConfig, out, progress: bool = True) -> dict:
     return report
 
 
-def consistency_tail(entry: dict, n_obs: int, frames: int) -> tuple[float, float]:
-    """(mean score over generated frames, mean over the last `frames`)."""
+def consistency_tail(entry: dict, frames: int) -> tuple[float, float]:
+    """(mean score over the generated frames, mean over the last `frames`)."""
     score = np.asarray(entry["consistency"]["score"])
-    return float(score[n_obs:].mean()), float(score[-frames:].mean())
+    return float(score.mean()), float(score[-frames:].mean())
 
 
 def markdown(report: dict) -> str:
@@ -198,7 +201,7 @@ def markdown(report: dict) -> str:
         psnr = f"{np.mean(e['psnr']['per_frame']):.2f}" if "psnr" in e else "-"
         ssim = f"{np.mean(e['ssim']['per_frame']):.3f}" if "ssim" in e else "-"
         f = fvd.get(key)
-        gen, last = consistency_tail(e, n_obs, tail)
+        gen, last = consistency_tail(e, tail)
         drift = " | ".join(f"{d['ratio']:.3f}" if d["ratio"] is not None else "-" for d in e["drift"]["summary"].values())
         lines.append(f"| {key} | {nfe.get('steps', '-')} | {e.get('nfe_per_video', '-')} | {psnr} | {ssim} | "
                      f"{'-' if f is None else f'{f:.1f}'} | {gen:.3f} | {last:.3f} | {drift} |")

@@ -103,7 +103,8 @@ def plot_video_report(report: dict, path) -> Path:
 
 def plot_demo_consistency(schemes: dict, n_obs: int, path) -> Path:
     """`fdm eval demo`'s schemes -> one panel per consistency curve (score, colour, count, size)
-    against frame index, a line per scheme (real videos and no motion dashed)."""
+    against frame index (the curves start at frame n_obs), a line per scheme (real videos and no
+    motion dashed)."""
     plt = _pyplot()
     curves = list(next(iter(schemes.values()))["consistency"])
     curves = ["score"] + [c for c in curves if c != "score"]
@@ -111,7 +112,8 @@ def plot_demo_consistency(schemes: dict, n_obs: int, path) -> Path:
     for ax, curve in zip(axes[0], curves):
         for name, e in schemes.items():
             y = e["consistency"][curve]
-            ax.plot(range(len(y)), y, lw=1, ls="--" if name in ("real", "no-motion") else "-", label=name)
+            x = range(n_obs, n_obs + len(y))
+            ax.plot(x, y, lw=1, ls="--" if name in ("real", "no-motion") else "-", label=name)
         ax.axvspan(0, n_obs - 0.5, color="0.9")
         ax.set(xlabel="frame index", title=curve, ylim=(-0.02, 1.05))
     axes[0][0].set_ylabel("consistency with the true state")
