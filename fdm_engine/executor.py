@@ -62,9 +62,21 @@ class Counters:
     network_s: float = 0.0
 
 
+NOT_STARTED = -1  # a frame's level before any job touched it (pure noise to come)
+
+
+def start_levels(done: torch.Tensor) -> torch.Tensor:
+    """[.., T] int levels from done flags: 0 (clean) where done, NOT_STARTED elsewhere."""
+    return torch.where(done, 0, NOT_STARTED).to(torch.int32)
+
+
 @dataclasses.dataclass
 class OpenVideo:
-    """One video in flight: its buffer [T, C, H, W] (model space), which frames exist, its jobs."""
+    """One video in flight: its buffer [T, C, H, W] (model space), which frames exist, its jobs.
+
+    Per frame, its current value (buffer) and level (levels [T]: 0 clean, g > 0 left at grid level
+    g by a per-frame job, NOT_STARTED before any job); done = level 0 (docs/perframe.md).
+    """
 
     video: int  # global index (seeds the noise)
     buffer: torch.Tensor
@@ -72,6 +84,11 @@ class OpenVideo:
     jobs: VideoJobs
     finished: set[int] = dataclasses.field(default_factory=set)  # job orders done
     pending: list[tuple[int, Job]] = dataclasses.field(default_factory=list)  # ready, not yet run
+    levels: torch.Tensor | None = None  # [T] int32; None: from `done`
+
+    def __post_init__(self):
+        if self.levels is None:
+            self.levels = start_levels(self.done)
 
     @classmethod
     def start(cls, video: int, given: torch.Tensor, length: int, jobs: VideoJobs) -> "OpenVideo":
@@ -85,9 +102,22 @@ class OpenVideo:
     def record(self, order: int, job: Job, frames: torch.Tensor) -> None:
         latent = list(job.latent)
         self.buffer[latent] = frames
-        self.done[latent] = True
+        end = torch.zeros(len(latent), dtype=torch.int32) if job.schedule is None else torch.tensor(job.end,
+                                                                                                  dtype=torch.int32)
+        self.levels[latent] = end
+        self.done[latent] = end == 0
         self.finished.add(order)
         self.jobs.finish(order, frames)
+
+    def check_start(self, job: Job) -> None:
+        """A per-frame job must find its frames where its plan says (a planner bug otherwise)."""
+        if job.schedule is None:
+            return
+        now = self.levels[list(job.latent)].tolist()
+        want = [NOT_STARTED if a == job.grid else a for a in job.start]
+        if now != want:
+            raise RuntimeError(f"video {self.video}: job finds frames {list(job.latent)} at levels {now}, "
+                               f"its plan expects {want}")
 
     def replay(self, made: dict[int, torch.Tensor] | None = None) -> None:
         """Hand the job source the jobs already done (on resume), in an order it accepts.
@@ -131,7 +161,7 @@ class Executor:
     """
 
     def __init__(self, model, sampler: Sampler, *, batch_size: int = 1, seed: int = 0,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", context_noise: float | None = None):
         if batch_size < 1:
             raise FdmError(f"--batch-size must be >= 1 (got {batch_size})")
         self.model = TimedModel(model)
@@ -139,6 +169,7 @@ class Executor:
         self.batch_size = batch_size
         self.seed = seed
         self.device = torch.device(device)
+        self.context_noise = check_context_noise(context_noise, sampler)
 
     # -- streaming ------------------------------------------------------------------------
     def stream(self, videos: Iterable[int], open_video: Callable[[int], OpenVideo], in_flight: int,
@@ -194,7 +225,8 @@ class Executor:
 
         def open_row(row: int) -> OpenVideo:
             video = OpenVideo(video_ids[row], state.buffer[row], state.done[row],
-                              source.video(state.buffer[row, :source.n_obs]), state.finished[row])
+                              source.video(state.buffer[row, :source.n_obs]), state.finished[row],
+                              levels=state.levels[row])
             video.replay()
             return video
 
@@ -219,11 +251,14 @@ class Executor:
         calls, seconds = self.model.calls, self.model.seconds
         for start in range(0, len(tasks), self.batch_size):
             chunk = tasks[start:start + self.batch_size]
+            for task in chunk:
+                task.video.check_start(task.job)
             for task, frames in zip(chunk, self.run_batch(chunk)):
                 task.video.record(task.order, task.job, frames)
                 if on_job:
                     on_job(len(task.job.latent))
-            counters.nfe += len(chunk) * self.sampler.nfe  # network evaluations per job
+            # network evaluations per job: the sampler's moves, or a per-frame job's calls
+            counters.nfe += sum(self.sampler.nfe if t.job.calls is None else t.job.calls for t in chunk)
         # Deltas, so counts stay right across a resumed run.
         counters.calls += self.model.calls - calls
         counters.network_s += self.model.seconds - seconds
@@ -242,6 +277,7 @@ class Executor:
         indices = torch.zeros(B, F, dtype=torch.long)
         observed = torch.zeros(B, F, dtype=torch.bool)
         valid = torch.zeros(B, F, dtype=torch.bool)
+        context = None if self.context_noise is None else torch.zeros(B, F, *frame_shape)
         gens = []
         for b, t in enumerate(tasks):
             n_o, n_l = len(t.job.observed), len(t.job.latent)
@@ -251,6 +287,12 @@ class Executor:
             valid[b, :n_o + n_l] = True
             g = torch.Generator().manual_seed(job_seed(self.seed, t.video.video, t.order))
             noise[b, n_o:n_o + n_l] = torch.randn(n_l, *frame_shape, generator=g)
+            if t.job.schedule is not None:  # frames an earlier job left part-way go on from there
+                carried = [i for i, a in enumerate(t.job.start) if a != t.job.grid]
+                noise[b, [n_o + i for i in carried]] = t.video.buffer[[t.job.latent[i] for i in carried]]
+            if context is not None:  # its own generator: the job's other noise stays as without it
+                gc = torch.Generator().manual_seed(job_seed(self.seed, t.video.video, t.order) ^ CONTEXT_KEY)
+                context[b, :n_o] = torch.randn(n_o, *frame_shape, generator=gc)
             gens.append((g, n_o, n_l))
 
         def step_noise(_step: int) -> torch.Tensor:
@@ -260,10 +302,56 @@ class Executor:
             return z.to(self.device)
 
         dev = self.device
+        levels = batch_levels([t.job for t in tasks], F, self.sampler)
         out = run_job(self.model, self.sampler, noise.to(dev), indices.to(dev), observed.to(dev),
-                      x_obs.to(dev), valid=None if bool(valid.all()) else valid.to(dev), step_noise=step_noise)
+                      x_obs.to(dev), valid=None if bool(valid.all()) else valid.to(dev), step_noise=step_noise,
+                      levels=levels, context_level=self.context_noise,
+                      context_noise=None if context is None else context.to(dev))
         out = out.float().cpu()
         return [out[b, len(t.job.observed):len(t.job.observed) + len(t.job.latent)] for b, t in enumerate(tasks)]
+
+
+CONTEXT_KEY = 0x5DEECE66D  # the context noise's generator: the job's seed with these bits flipped
+
+
+def check_context_noise(level: float | None, sampler: Sampler) -> float | None:
+    """--context-noise T: a diffusion timestep in [0, N_train) (None: observed frames stay clean)."""
+    if level is None:
+        return None
+    n = sampler.schedule.num_steps
+    if not 0 <= level < n:
+        raise FdmError(f"--context-noise {level}: must be a timestep in [0, {n})")
+    return float(level)
+
+
+def grid_timesteps(sampler: Sampler, grid: int) -> torch.Tensor:
+    """[grid + 1] timesteps of grid levels 0..grid (level l = trajectory[grid - l]; level 0 is -1, clean)."""
+    traj = sampler.trajectory()
+    if len(traj) - 1 != grid:
+        raise FdmError(f"the plan's per-frame levels are for {grid} sampler steps but the sampler makes "
+                       f"{len(traj) - 1}: plan with --steps {len(traj) - 1}")
+    if bool((traj[1:] >= traj[:-1]).any()):
+        raise FdmError(f"{type(sampler).__name__} visits a level twice per step; per-frame schemes need a "
+                       "sampler with one level per network call (ddpm, ddim, dpm++2m, unipc, ...)")
+    return traj.flip(0)
+
+
+def batch_levels(jobs: list[Job], width: int, sampler: Sampler) -> torch.Tensor | None:
+    """[R + 1, B, F] timesteps of a batch with per-frame jobs (None: all FDM jobs, the sampler's own
+    trajectory). Slots: observed, latent, padding; shorter jobs hold their last row."""
+    if not any(j.per_frame for j in jobs):
+        return None
+    grid = next(j.grid for j in jobs if j.per_frame)
+    timesteps = grid_timesteps(sampler, grid)
+    rows = [torch.tensor(j.schedule, dtype=torch.long) if j.per_frame else
+            torch.arange(grid, -1, -1)[:, None].expand(-1, len(j.latent)) for j in jobs]
+    R = max(len(r) for r in rows)
+    out = torch.full((R, len(jobs), width), -1.0, dtype=torch.float64)
+    for b, (job, r) in enumerate(zip(jobs, rows)):
+        r = torch.cat([r, r[-1:].expand(R - len(r), -1)])
+        n_o = len(job.observed)
+        out[:, b, n_o:n_o + len(job.latent)] = timesteps[r]
+    return out
 
 
 class SamplingState(Counters):
@@ -271,9 +359,10 @@ class SamplingState(Counters):
     finished[v] = job orders done for video v, and the run's counters. No RNG state is kept:
     noise is a function of (seed, video, job order)."""
 
-    def __init__(self, buffer, done, finished, rounds=0, nfe=0, calls=0, network_s=0.0):
+    def __init__(self, buffer, done, finished, rounds=0, nfe=0, calls=0, network_s=0.0, levels=None):
         super().__init__(rounds, nfe, calls, network_s)
         self.buffer, self.done, self.finished = buffer, done, finished
+        self.levels = start_levels(done) if levels is None else levels  # [V, T] (see OpenVideo)
 
     @classmethod
     def start(cls, given: torch.Tensor, length: int) -> "SamplingState":
@@ -288,6 +377,7 @@ class SamplingState(Counters):
 
     def to_dict(self) -> dict:
         return {"buffer": self.buffer, "done": self.done, "finished": [sorted(s) for s in self.finished],
+                "levels": self.levels,
                 **dataclasses.asdict(Counters(self.rounds, self.nfe, self.calls, self.network_s))}
 
     @classmethod

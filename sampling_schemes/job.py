@@ -15,23 +15,67 @@ class Job:
 
     Both tuples are sorted and disjoint; |observed| + |latent| <= K. `level` is the hierarchy level
     that produced the job (0 for non-hierarchical schemes).
+
+    Per-frame noise levels (docs/perframe.md): `schedule` is None for FDM's jobs (every latent
+    frame from pure noise to clean over the sampler's whole trajectory). Otherwise it holds, for
+    each of the job's network calls plus one, the grid level of every latent frame (rows of
+    len(latent)); levels are steps on the sampler's trajectory, `grid` = N is pure noise, 0 clean.
+    Row 0 is where the job finds each frame (N: fresh noise; below N: the value an earlier job left),
+    the last row where it leaves it; a frame whose level does not change in a row is an input only.
     """
 
     observed: tuple[int, ...]
     latent: tuple[int, ...]
     level: int = 0
+    schedule: tuple[tuple[int, ...], ...] | None = None
+    grid: int | None = None
 
     @classmethod
     def make(cls, observed: Iterable[int], latent: Iterable[int], level: int = 0) -> "Job":
         """A Job from any iterables of ints (sorted, numpy ints turned into Python ints)."""
         return cls(tuple(sorted(int(i) for i in observed)), tuple(sorted(int(i) for i in latent)), level)
 
+    @classmethod
+    def staged(cls, observed: Iterable[int], levels: dict[int, Iterable[int]], grid: int, level: int = 0) -> "Job":
+        """A per-frame job from {frame: its levels, one per call plus one} (every frame the same count)."""
+        latent = sorted(int(f) for f in levels)
+        columns = [tuple(int(v) for v in levels[f]) for f in latent]
+        rows = tuple(zip(*columns)) if columns else ()
+        return cls(tuple(sorted(int(i) for i in observed)), tuple(latent), level, rows, grid)
+
     @property
     def frames(self) -> tuple[int, ...]:
         return tuple(sorted(self.observed + self.latent))
 
-    def to_dict(self) -> dict[str, list[int]]:
-        return {"observed": list(self.observed), "latent": list(self.latent)}
+    @property
+    def per_frame(self) -> bool:
+        return self.schedule is not None
+
+    @property
+    def start(self) -> tuple[int, ...]:
+        """Each latent frame's level when the job begins (a per-frame job only)."""
+        return self.schedule[0]
+
+    @property
+    def end(self) -> tuple[int, ...]:
+        return self.schedule[-1]
+
+    @property
+    def calls(self) -> int | None:
+        """Network calls of a per-frame job (None for an FDM job: the sampler's step count)."""
+        return None if self.schedule is None else len(self.schedule) - 1
+
+    def moved(self) -> list[int]:
+        """Latent frames whose level changes in this job (the others are inputs only)."""
+        if self.schedule is None:
+            return list(self.latent)
+        return [f for f, a, b in zip(self.latent, self.start, self.end) if a != b]
+
+    def to_dict(self) -> dict:
+        d = {"observed": list(self.observed), "latent": list(self.latent)}
+        if self.schedule is not None:
+            d.update(schedule=[list(r) for r in self.schedule], grid=self.grid)
+        return d
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,9 @@ from sampling_schemes.adaptive import AdaptiveScheme
 from sampling_schemes.autoreg import autoreg, long_range
 from sampling_schemes.checks import check_args, plan_problems
 from sampling_schemes.hierarchy import hierarchy
+from sampling_schemes.forcing import df_autoregressive, df_pyramid, df_trapezoid
 from sampling_schemes.job import Job, OpenJob
+from sampling_schemes.levels import LevelOptions, PerFrameScheme
 from sampling_schemes.parallel import hierarchy_parallel
 from sampling_schemes.plan import Plan
 
@@ -27,6 +29,9 @@ SCHEMES.register("hierarchy-N", hierarchy)
 SCHEMES.register("hierarchy-N-parallel", hierarchy_parallel)
 SCHEMES.register("adaptive-autoreg", AdaptiveScheme(autoreg))
 SCHEMES.register("adaptive-hierarchy-N", AdaptiveScheme(hierarchy, local=True))
+SCHEMES.register("df-pyramid", PerFrameScheme(df_pyramid))
+SCHEMES.register("df-trapezoid", PerFrameScheme(df_trapezoid))
+SCHEMES.register("df-autoregressive", PerFrameScheme(df_autoregressive))
 
 _NUMBERED = re.compile(r"(.*?)-(\d+)(-.*)?")
 _FAMILY = re.compile(r"(^|-)N(?=-|$)")
@@ -44,8 +49,15 @@ class Scheme:
     def adaptive(self) -> bool:
         return isinstance(self.entry, AdaptiveScheme)
 
-    def jobs(self, length: int, n_obs: int, max_frames: int, step_size: int) -> Iterator[Job]:
-        """The static plan's jobs in execution order."""
+    @property
+    def per_frame(self) -> bool:
+        return isinstance(self.entry, PerFrameScheme)
+
+    def jobs(self, length: int, n_obs: int, max_frames: int, step_size: int,
+             options: LevelOptions | None = None) -> Iterator[Job]:
+        """The static plan's jobs in execution order (`options` reach per-frame schemes only)."""
+        if self.per_frame:
+            return self.entry(length, n_obs, max_frames, step_size, options)
         return iter(self.entry(length, n_obs, max_frames, step_size, **dict(self.params)))
 
     def open_jobs(self, length: int, n_obs: int, max_frames: int, step_size: int) -> Iterator[OpenJob]:
@@ -54,12 +66,12 @@ class Scheme:
 
 
     def job_source(self, length: int, n_obs: int, max_frames: int, step_size: int | None = None, *,
-                   embedder=None):
+                   embedder=None, options: LevelOptions | None = None):
         """The scheme's jobs as the executor takes them (sampling_schemes.source)."""
         from sampling_schemes.source import AdaptiveSource, StaticSource
 
         if not self.adaptive:
-            return StaticSource(plan(self.name, length, n_obs, max_frames, step_size))
+            return StaticSource(plan(self.name, length, n_obs, max_frames, step_size, options))
         step_size = check_args(length, n_obs, max_frames, step_size)
 
         def preview() -> Plan:
@@ -91,14 +103,16 @@ def get_scheme(name: str) -> Scheme:
     return Scheme(name, SCHEMES.get(family), (("n", int(m[2])),))
 
 
-def plan(scheme_name: str, length: int, n_obs: int, max_frames: int, step_size: int | None = None) -> Plan:
-    """Plan a static scheme in full: the DAG of its jobs. Bad input -> FdmError naming the flag."""
+def plan(scheme_name: str, length: int, n_obs: int, max_frames: int, step_size: int | None = None,
+         options: LevelOptions | None = None) -> Plan:
+    """Plan a static scheme in full: the DAG of its jobs. Bad input -> FdmError naming the flag.
+    `options` (steps, uncertainty scale, ...) shape the per-frame schemes; others ignore them."""
     scheme = get_scheme(scheme_name)
     step_size = check_args(length, n_obs, max_frames, step_size)
     if scheme.adaptive:
         raise FdmError(f"{scheme_name} chooses observed frames at run time from the video; drive it "
                        "with AdaptivePlanner (or preview_plan for a preview with time as the embedding)")
-    jobs = list(scheme.jobs(length, n_obs, max_frames, step_size))
+    jobs = list(scheme.jobs(length, n_obs, max_frames, step_size, options))
     problems = plan_problems(jobs, length, n_obs, max_frames)
     if problems:  # only a plug-in can get here; ours are property-tested
         raise FdmError(f"scheme {scheme_name!r} made an invalid plan: {problems[0]}")

@@ -126,8 +126,9 @@ class _AdaptiveVideo:
 
 
 def job_source(scheme: str, length: int, n_obs: int, max_frames: int, step_size: int | None = None, *,
-               embedder=None) -> StaticSource | AdaptiveSource:
-    """The job source of a scheme name (FdmError for a bad name or bad sizes)."""
+               embedder=None, options=None) -> StaticSource | AdaptiveSource:
+    """The job source of a scheme name (FdmError for a bad name or bad sizes); `options`
+    (sampling_schemes.levels.LevelOptions) shape the per-frame schemes."""
     from sampling_schemes.registry import get_scheme
 
-    return get_scheme(scheme).job_source(length, n_obs, max_frames, step_size, embedder=embedder)
+    return get_scheme(scheme).job_source(length, n_obs, max_frames, step_size, embedder=embedder, options=options)

@@ -15,7 +15,8 @@ from fdm_engine.samplers.base import Sampler
 def run_job(model, sampler: Sampler, noise: torch.Tensor, frame_indices: torch.Tensor,
             observed: torch.Tensor, x_obs: torch.Tensor, valid: torch.Tensor | None = None,
             levels: torch.Tensor | None = None,
-            step_noise: Callable[[int], torch.Tensor] | torch.Generator | None = None) -> torch.Tensor:
+            step_noise: Callable[[int], torch.Tensor] | torch.Generator | None = None,
+            context_level: float | None = None, context_noise: torch.Tensor | None = None) -> torch.Tensor:
     """Sample the latent frames of a batch of jobs.
 
     noise         [B, F, C, H, W]  starting noise (used on latent slots)
@@ -23,26 +24,44 @@ def run_job(model, sampler: Sampler, noise: torch.Tensor, frame_indices: torch.T
     observed      [B, F] bool      conditioning slots; they keep `x_obs` and are never altered
     x_obs         [B, F, C, H, W]  clean values on observed slots (other slots ignored)
     valid         [B, F] bool      False on padding slots (passed through to the model)
-    levels        [n+1, B, F]      per-frame noise-level trajectory ending at -1 (clean); default:
-                                   every latent frame follows `sampler.trajectory()`
+    levels        [n+1, B, F]      per-frame noise-level trajectory (timesteps; -1 clean); default:
+                                   every latent frame follows `sampler.trajectory()`. A slot whose
+                                   level does not change in a call is an input only and keeps its
+                                   value; a slot at -1 is shown to the model as observed (clean).
+                                   Latent slots start from `noise`, which for frames an earlier job
+                                   left part-way holds their current values (docs/perframe.md).
     step_noise    fresh noise for stochastic samplers: a function of the step index returning
                   [B, F, C, H, W], or a generator
+    context_level observed frames are shown at this timestep instead of clean (--context-noise):
+                  a x_obs + s context_noise, as latent frames that do not move
     returns       [B, F, C, H, W]  observed slots = x_obs, latent slots = samples
     """
     B, F = observed.shape
     sampler.reset()
+    # Slots that do not move in a call keep their value: always the observed ones; with explicit
+    # per-frame levels also latent slots whose level stays (not with the default trajectory, where
+    # a repeated level is Heun's correction move).
+    hold_equal = levels is not None
     if levels is None:
         levels = sampler.trajectory()[:, None, None].expand(-1, B, F)
-    levels = torch.where(observed[None].cpu(), torch.full_like(levels, -1.0), levels.to(torch.float64))
+    given = -1.0 if context_level is None else float(context_level)
+    levels = torch.where(observed[None].cpu(), torch.full_like(levels, given), levels.to(torch.float64))
     obs = expand_like(observed, x_obs).bool()
-    x = torch.where(obs, x_obs, noise)
+    shown = x_obs
+    if context_level is not None:
+        a, s = sampler.schedule.alpha_sigma(torch.tensor(given, dtype=torch.float64))
+        shown = float(a) * x_obs + float(s) * context_noise
+    x = torch.where(obs, shown, noise)
     for i in range(levels.shape[0] - 1):
         t, t_next = levels[i], levels[i + 1]
         model_levels = t.clamp(min=0).to(device=x.device, dtype=torch.float32)  # 0 on observed
-        out = model(x, frame_indices, model_levels, observed, valid=valid)
+        # clean slots are conditioning: the observed ones, and frames a per-frame job has finished
+        clean = (t < 0).to(x.device)
+        out = model(x, frame_indices, model_levels, clean, valid=valid)
         z = None
         if sampler.stochastic:
             z = step_noise(i) if callable(step_noise) else torch.randn(
                 x.shape, generator=step_noise, dtype=x.dtype, device="cpu").to(x.device)
-        x = sampler.step(out, t, t_next, x, noise=z)
+        still = expand_like(((t_next == t) & hold_equal) | observed.cpu(), x).bool()
+        x = torch.where(still, x, sampler.step(out, t, t_next, x, noise=z))
     return torch.where(obs, x_obs, x)
