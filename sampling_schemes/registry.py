@@ -12,6 +12,8 @@ from sampling_schemes.adaptive import AdaptiveScheme
 from sampling_schemes.autoreg import autoreg, long_range
 from sampling_schemes.checks import check_args, plan_problems
 from sampling_schemes.hierarchy import hierarchy
+from sampling_schemes.arstep import ar_step
+from sampling_schemes.fifo import fifo
 from sampling_schemes.forcing import df_autoregressive, df_pyramid, df_trapezoid
 from sampling_schemes.job import Job, OpenJob
 from sampling_schemes.levels import LevelOptions, PerFrameScheme
@@ -32,6 +34,8 @@ SCHEMES.register("adaptive-hierarchy-N", AdaptiveScheme(hierarchy, local=True))
 SCHEMES.register("df-pyramid", PerFrameScheme(df_pyramid))
 SCHEMES.register("df-trapezoid", PerFrameScheme(df_trapezoid))
 SCHEMES.register("df-autoregressive", PerFrameScheme(df_autoregressive))
+SCHEMES.register("fifo", PerFrameScheme(fifo))
+SCHEMES.register("ar-step", PerFrameScheme(ar_step))
 
 _NUMBERED = re.compile(r"(.*?)-(\d+)(-.*)?")
 _FAMILY = re.compile(r"(^|-)N(?=-|$)")

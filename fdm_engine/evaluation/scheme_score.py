@@ -85,6 +85,8 @@ def score_scheme(scheme: str, length: int, n_obs: int, max_frames: int, step_siz
     """Exact KL and per-frame / per-distance covariance errors of a static scheme with the oracle."""
     check_covariances(length)
     p = static_plan(scheme, length, n_obs, max_frames, step_size)
+    if p.per_frame:
+        raise FdmError(f"{scheme} carries per-frame noise levels: its exact score is not implemented yet")
     sigma = oracle.covariance(torch.arange(length))  # [T, T]
     chol = cholesky_or_fail(sigma, f"the true {length}-frame covariance of {oracle.config.kernel}")
     joint = propagate(p, sigma, mapper_for(oracle, sampler))
@@ -110,7 +112,7 @@ def static_schemes(levels=(2, 3, 4)) -> list[str]:
             candidates = [re.sub(r"(^|-)N(?=-|$)", rf"\g<1>{n}", name, count=1) for n in levels]
         else:
             candidates = [name]
-        names += [c for c in candidates if not get_scheme(c).adaptive]
+        names += [c for c in candidates if not get_scheme(c).adaptive and not get_scheme(c).per_frame]
     return names
 
 
