@@ -2,7 +2,9 @@
 
 Frames come in blocks of B (`--block-size`); a block starts (at pure noise) `--ar-step` calls after
 the previous one and then goes down one level per call, so at any call the blocks in progress sit
-ar_step levels apart. A block waits while starting it would put more than K frames in progress.
+ar_step levels apart. A block waits while starting it would put more than S (--step-size) frames
+in progress, so K - S slots stay for clean context (before any frame is clean: K frames, as the
+other schemes' unconditional start).
 ar_step = 0 starts blocks together (as many as fit: FDM-like chunks). Each call moves every frame in
 progress and looks at the newest clean frames in its free slots; consecutive calls with the same
 frames (no block starting or finishing) are one job, so multistep samplers keep their history there.
@@ -19,8 +21,9 @@ from sampling_schemes.levels import LevelOptions, context
 
 def ar_step(length: int, n_obs: int, max_frames: int, step_size: int, options: LevelOptions) -> Iterator[Job]:
     N, B, a = options.steps, options.block_size, options.ar_step
-    if B > max_frames:
-        raise FdmError(f"--block-size {B}: more than --max-frames {max_frames}")
+    if B > step_size:
+        raise FdmError(f"--block-size {B}: more than --step-size {step_size} (the frames in progress at once; "
+                       f"the other K - S slots are kept for clean context)")
     blocks = [list(range(f, min(f + B, length))) for f in range(n_obs, length, B)]
     done = Progress(length, range(n_obs))
     level: dict[int, int] = {}  # frames in progress -> level
@@ -30,7 +33,7 @@ def ar_step(length: int, n_obs: int, max_frames: int, step_size: int, options: L
     while started < len(blocks) or level:
         new = []
         while (started < len(blocks) and (last is None or call >= last + a)
-               and len(level) + len(new) + len(blocks[started]) <= max_frames):
+               and len(level) + len(new) + len(blocks[started]) <= (step_size if len(done) else max_frames)):
             new += blocks[started]
             started, last = started + 1, call
             if a > 0:

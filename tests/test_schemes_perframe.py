@@ -39,7 +39,7 @@ def settings_(draw):
     N = draw(st.integers(1, 12))
     o = LevelOptions(steps=N, uncertainty_scale=draw(st.sampled_from([0.0, 0.5, 1.0, 1.7, 3.0])),
                      partitions=draw(st.integers(-(-N // K), N)), lookahead=draw(st.booleans()),
-                     block_size=draw(st.integers(1, K)), ar_step=draw(st.integers(0, N + 1)))
+                     block_size=draw(st.integers(1, S)), ar_step=draw(st.integers(0, N + 1)))
     return T, n_obs, K, S, o
 
 

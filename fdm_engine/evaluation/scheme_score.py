@@ -23,11 +23,13 @@ import torch
 from fdm_engine.errors import FdmError
 from fdm_engine.evaluation.gaussian import (ExactConditional, JobMapper, cholesky_or_fail, error_by_distance,
                                             gaussian_kl, propagate, variance_ratio)
+from fdm_engine.evaluation.levels_map import ContextConditional, ExactContext, propagate_levels
 from fdm_engine.evaluation.montecarlo import KLEstimate, kl_estimate, pixel_series
 from fdm_engine.evaluation.sampler_map import SamplerConditional
 from fdm_engine.limits import check_memory
 from fdm_engine.samplers import Sampler
 from sampling_schemes import check_args, get_scheme, job_source
+from sampling_schemes.levels import LevelOptions
 from sampling_schemes.registry import SCHEMES
 
 
@@ -44,6 +46,10 @@ class SchemeScore:
     variance_ratio: list[float]  # [T] scheme / true marginal variance per frame
     cov_error: list[float]  # [T] mean signed (C - Sigma) / prior variance at frame distance d
     cov_abs_error: list[float]  # [T] mean absolute, same pairs
+    nfe: int | None = None  # network evaluations of single jobs (None with the exact conditional)
+    rounds: int | None = None  # DAG rounds (batched calls: `calls`)
+    calls: int | None = None  # batched network calls, each round's longest job
+    context_noise: float | None = None
 
     @property
     def kl_per_frame(self) -> float:
@@ -54,7 +60,8 @@ class SchemeScore:
         vr = torch.tensor(self.variance_ratio[self.n_obs:])
         return {"scheme": self.scheme, "jobs": self.jobs, "kl": self.kl, "kl_per_frame": self.kl_per_frame,
                 "variance_ratio_min": float(vr.min()), "variance_ratio_max": float(vr.max()),
-                "cov_abs_error_mean": float(torch.tensor(self.cov_abs_error).mean())}
+                "cov_abs_error_mean": float(torch.tensor(self.cov_abs_error).mean()), "nfe": self.nfe,
+                "rounds": self.rounds, "calls": self.calls, "context_noise": self.context_noise}
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), **self.summary()}
@@ -68,12 +75,24 @@ def describe(sampler: Sampler | None) -> str:
     return f"{type(sampler).__name__}({len(sampler.timesteps)} steps, {c.spacing}{eta})"
 
 
-def mapper_for(oracle, sampler: Sampler | None) -> JobMapper:
+def mapper_for(oracle, sampler: Sampler | None, context_noise: float | None = None) -> JobMapper:
+    if context_noise is not None:
+        return ExactContext(oracle, context_noise) if sampler is None else ContextConditional(oracle, sampler,
+                                                                                              context_noise)
     return ExactConditional(oracle) if sampler is None else SamplerConditional(oracle, sampler)
 
 
-def static_plan(scheme: str, length: int, n_obs: int, max_frames: int, step_size: int | None):
-    fixed = job_source(scheme, length, n_obs, max_frames, step_size).fixed_plan
+def level_options(sampler: Sampler | None, options: LevelOptions | None) -> LevelOptions:
+    """Per-frame schemes plan on the sampler's own grid: steps = its moves per job."""
+    options = options or LevelOptions()
+    if sampler is not None:
+        options = dataclasses.replace(options, steps=len(sampler.trajectory()) - 1)
+    return options
+
+
+def static_plan(scheme: str, length: int, n_obs: int, max_frames: int, step_size: int | None,
+                options: LevelOptions | None = None):
+    fixed = job_source(scheme, length, n_obs, max_frames, step_size, options=options).fixed_plan
     if fixed is None:
         raise FdmError(f"{scheme} picks observed frames from each video's pixels at run time, so its output "
                        f"is not Gaussian and has no exact score: use --monte-carlo N")
@@ -81,20 +100,35 @@ def static_plan(scheme: str, length: int, n_obs: int, max_frames: int, step_size
 
 
 def score_scheme(scheme: str, length: int, n_obs: int, max_frames: int, step_size: int | None = None, *,
-                 oracle, sampler: Sampler | None = None) -> SchemeScore:
-    """Exact KL and per-frame / per-distance covariance errors of a static scheme with the oracle."""
+                 oracle, sampler: Sampler | None = None, options: LevelOptions | None = None,
+                 context_noise: float | None = None) -> SchemeScore:
+    """Exact KL and per-frame / per-distance covariance errors of a static scheme with the oracle.
+
+    Per-frame schemes (docs/perframe.md) need a real sampler (their partial jobs have no "exact
+    conditional"); they plan on its grid. `context_noise` shows observed frames at that timestep."""
     check_covariances(length)
-    p = static_plan(scheme, length, n_obs, max_frames, step_size)
-    if p.per_frame:
-        raise FdmError(f"{scheme} carries per-frame noise levels: its exact score is not implemented yet")
+    if get_scheme(scheme).per_frame and sampler is None:
+        raise FdmError(f"{scheme} moves frames part-way between jobs: score it with a real --sampler "
+                       "(e.g. dpm++2m), whose grid it plans on")
+    options = level_options(sampler, options)
+    p = static_plan(scheme, length, n_obs, max_frames, step_size, options)
+    if context_noise is not None and sampler is not None:
+        from fdm_engine.executor import check_context_noise
+
+        check_context_noise(context_noise, sampler)
     sigma = oracle.covariance(torch.arange(length))  # [T, T]
     chol = cholesky_or_fail(sigma, f"the true {length}-frame covariance of {oracle.config.kernel}")
-    joint = propagate(p, sigma, mapper_for(oracle, sampler))
+    if p.per_frame:
+        joint = propagate_levels(p, sigma, oracle, sampler, context_noise)
+    else:
+        joint = propagate(p, sigma, mapper_for(oracle, sampler, context_noise))
     kl = gaussian_kl(joint.mean, joint.cov, sigma, joint.logdet, chol_sigma=chol)
     signed, absolute = error_by_distance(joint.cov, sigma, n_obs)
+    steps = None if sampler is None else len(sampler.trajectory()) - 1
     return SchemeScore(scheme, length, n_obs, max_frames, check_args(length, n_obs, max_frames, step_size), len(p),
                        describe(sampler), kl, variance_ratio(joint.cov, sigma).tolist(), signed.tolist(),
-                       absolute.tolist())
+                       absolute.tolist(), None if steps is None else p.nfe(steps), p.depth,
+                       None if steps is None else p.calls(steps), context_noise)
 
 
 def check_covariances(length: int) -> None:
@@ -104,26 +138,30 @@ def check_covariances(length: int) -> None:
                  "lower --length")
 
 
-def static_schemes(levels=(2, 3, 4)) -> list[str]:
-    """Every registered static scheme, families ("hierarchy-N") expanded for the given N."""
+def static_schemes(levels=(2, 3, 4), per_frame: bool = False) -> list[str]:
+    """Every registered static scheme, families ("hierarchy-N") expanded for the given N; the
+    per-frame ones (which need a real sampler) only with `per_frame`."""
     names = []
     for name in SCHEMES.names():
         if re.search(r"(^|-)N(-|$)", name):
             candidates = [re.sub(r"(^|-)N(?=-|$)", rf"\g<1>{n}", name, count=1) for n in levels]
         else:
             candidates = [name]
-        names += [c for c in candidates if not get_scheme(c).adaptive and not get_scheme(c).per_frame]
+        names += [c for c in candidates if not get_scheme(c).adaptive and (per_frame or not get_scheme(c).per_frame)]
     return names
 
 
 def score_schemes(names: list[str], length: int, n_obs: int, max_frames: int, step_size: int | None = None, *,
-                  oracle, sampler: Sampler | None = None) -> list[SchemeScore]:
-    return [score_scheme(n, length, n_obs, max_frames, step_size, oracle=oracle, sampler=sampler) for n in names]
+                  oracle, sampler: Sampler | None = None, options: LevelOptions | None = None,
+                  context_noise: float | None = None) -> list[SchemeScore]:
+    return [score_scheme(n, length, n_obs, max_frames, step_size, oracle=oracle, sampler=sampler, options=options,
+                         context_noise=context_noise) for n in names]
 
 
 def monte_carlo_scheme(scheme: str, length: int, n_obs: int, max_frames: int, step_size: int | None = None, *,
                        oracle, sampler: Sampler, num_videos: int, seed: int = 0,
-                       batch_size: int = 64) -> KLEstimate:
+                       batch_size: int = 64, options: LevelOptions | None = None,
+                       context_noise: float | None = None) -> KLEstimate:
     """Sample `num_videos` oracle videos through the Executor with `sampler`; every pixel's time
     series is one sample of the joint. Returns the bias-corrected KL estimate with its error bar."""
     from fdm_engine.executor import Executor, SamplingState
@@ -141,6 +179,7 @@ def monte_carlo_scheme(scheme: str, length: int, n_obs: int, max_frames: int, st
     given = (oracle.sample_prior(num_videos, n_obs, generator=g) if n_obs
              else torch.zeros(num_videos, 0, c.channels, c.size, c.size))
     state = SamplingState.start(given, length)
-    executor = Executor(oracle, sampler, batch_size=batch_size, seed=seed)
-    executor.run(job_source(scheme, length, n_obs, max_frames, step_size), state)
+    executor = Executor(oracle, sampler, batch_size=batch_size, seed=seed, context_noise=context_noise)
+    options = level_options(sampler, options)
+    executor.run(job_source(scheme, length, n_obs, max_frames, step_size, options=options), state)
     return kl_estimate(pixel_series(state.buffer), oracle.covariance(torch.arange(length)))
