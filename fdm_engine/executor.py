@@ -100,14 +100,20 @@ class OpenVideo:
         return cls(video, buffer, done, jobs)
 
     def record(self, order: int, job: Job, frames: torch.Tensor) -> None:
-        latent = list(job.latent)
-        self.buffer[latent] = frames
-        end = torch.zeros(len(latent), dtype=torch.int32) if job.schedule is None else torch.tensor(job.end,
-                                                                                                  dtype=torch.int32)
-        self.levels[latent] = end
-        self.done[latent] = end == 0
+        put(self.buffer, job.latent, frames)
+        if job.schedule is None:
+            put(self.levels, job.latent, 0)
+            put(self.done, job.latent, True)
+        else:
+            end = torch.tensor(job.end, dtype=torch.int32)
+            put(self.levels, job.latent, end)
+            put(self.done, job.latent, end == 0)
         self.finished.add(order)
         self.jobs.finish(order, frames)
+
+    def frames(self, indices: tuple[int, ...]) -> torch.Tensor:
+        """The buffer's frames at `indices` (a view when they are consecutive)."""
+        return take(self.buffer, indices)
 
     def check_start(self, job: Job) -> None:
         """A per-frame job must find its frames where its plan says (a planner bug otherwise)."""
@@ -132,11 +138,33 @@ class OpenVideo:
             if not redo:
                 return
             for order, job in redo:
-                self.record(order, job, self.buffer[list(job.latent)] if made is None else made[order])
+                self.record(order, job, self.frames(job.latent) if made is None else made[order])
 
     @property
     def complete(self) -> bool:
         return self.jobs.complete
+
+
+def _span(indices: tuple[int, ...]) -> slice | None:
+    """The slice of consecutive indices (as the frames of autoregressive and most hierarchy jobs
+    are: then frames are views of the buffer, not copies), else None."""
+    if indices and all(j - i == 1 for i, j in zip(indices, indices[1:])):
+        return slice(indices[0], indices[-1] + 1)
+    return None
+
+
+def take(t: torch.Tensor, indices: tuple[int, ...], out: torch.Tensor | None = None) -> torch.Tensor:
+    """t[indices] along dim 0: a view for consecutive indices, else a copy; copied into `out` if given."""
+    span = _span(indices)
+    if span is None:
+        return torch.index_select(t, 0, torch.tensor(indices, dtype=torch.long), out=out)
+    return t[span] if out is None else out.copy_(t[span])
+
+
+def put(t: torch.Tensor, indices: tuple[int, ...], value) -> None:
+    """t[indices] = value along dim 0."""
+    span = _span(indices)
+    t[list(indices) if span is None else span] = value
 
 
 def job_seed(seed: int, video: int, order: int) -> int:
@@ -266,30 +294,32 @@ class Executor:
     def run_batch(self, tasks: list[Task]) -> list[torch.Tensor]:
         """One batched run_job over jobs of possibly different sizes (padded to the largest).
 
-        Slots: observed frames, then latent frames, then padding (valid = False).
-        Returns each job's latent frames [n_latent, C, H, W] (CPU, float32).
+        Slots: observed frames, then latent frames, then padding (valid = False). The batch is
+        built in one tensor (observed frames, the latent slots' starting values, zeros), each
+        job's noise drawn straight into its slots.
+        Returns each job's latent frames [n_latent, C, H, W] (CPU, float32; views of one tensor).
         """
         B = len(tasks)
-        F = max(len(t.job.observed) + len(t.job.latent) for t in tasks)
+        sizes = [(len(t.job.observed), len(t.job.latent)) for t in tasks]
+        F = max(n_o + n_l for n_o, n_l in sizes)
         frame_shape = tasks[0].video.buffer.shape[1:]
-        x_obs = torch.zeros(B, F, *frame_shape)
-        noise = torch.zeros(B, F, *frame_shape)
+        x = torch.empty(B, F, *frame_shape)
         indices = torch.zeros(B, F, dtype=torch.long)
         observed = torch.zeros(B, F, dtype=torch.bool)
         valid = torch.zeros(B, F, dtype=torch.bool)
         context = None if self.context_noise is None else torch.zeros(B, F, *frame_shape)
         gens = []
-        for b, t in enumerate(tasks):
-            n_o, n_l = len(t.job.observed), len(t.job.latent)
+        for b, (t, (n_o, n_l)) in enumerate(zip(tasks, sizes)):
             indices[b, :n_o + n_l] = torch.tensor(t.job.observed + t.job.latent)
-            x_obs[b, :n_o] = t.video.buffer[list(t.job.observed)]
+            take(t.video.buffer, t.job.observed, out=x[b, :n_o])
             observed[b, :n_o] = True
             valid[b, :n_o + n_l] = True
             g = torch.Generator().manual_seed(job_seed(self.seed, t.video.video, t.order))
-            noise[b, n_o:n_o + n_l] = torch.randn(n_l, *frame_shape, generator=g)
+            torch.randn(n_l, *frame_shape, generator=g, out=x[b, n_o:n_o + n_l])
+            x[b, n_o + n_l:].zero_()
             if t.job.schedule is not None:  # frames an earlier job left part-way go on from there
                 carried = [i for i, a in enumerate(t.job.start) if a != t.job.grid]
-                noise[b, [n_o + i for i in carried]] = t.video.buffer[[t.job.latent[i] for i in carried]]
+                x[b, [n_o + i for i in carried]] = t.video.buffer[[t.job.latent[i] for i in carried]]
             if context is not None:  # its own generator: the job's other noise stays as without it
                 gc = torch.Generator().manual_seed(job_seed(self.seed, t.video.video, t.order) ^ CONTEXT_KEY)
                 context[b, :n_o] = torch.randn(n_o, *frame_shape, generator=gc)
@@ -303,12 +333,12 @@ class Executor:
 
         dev = self.device
         levels = batch_levels([t.job for t in tasks], F, self.sampler)
-        out = run_job(self.model, self.sampler, noise.to(dev), indices.to(dev), observed.to(dev),
-                      x_obs.to(dev), valid=None if bool(valid.all()) else valid.to(dev), step_noise=step_noise,
+        out = run_job(self.model, self.sampler, x.to(dev), indices.to(dev), observed.to(dev),
+                      None, valid=None if bool(valid.all()) else valid.to(dev), step_noise=step_noise,
                       levels=levels, context_level=self.context_noise,
                       context_noise=None if context is None else context.to(dev))
         out = out.float().cpu()
-        return [out[b, len(t.job.observed):len(t.job.observed) + len(t.job.latent)] for b, t in enumerate(tasks)]
+        return [out[b, n_o:n_o + n_l] for b, (n_o, n_l) in enumerate(sizes)]
 
 
 CONTEXT_KEY = 0x5DEECE66D  # the context noise's generator: the job's seed with these bits flipped

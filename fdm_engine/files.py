@@ -62,6 +62,7 @@ def atomic_write(path, fsync: bool = False) -> Iterator[Path]:
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
+        tmp = None  # moved: nothing to clean up
     except Exception as e:  # writers report a full disk in their own ways (torch, safetensors, numpy)
         if not _disk_full(e, tmp):
             raise
@@ -69,7 +70,8 @@ def atomic_write(path, fsync: bool = False) -> Iterator[Path]:
         raise FdmError(f"{path}: could not write it (the disk is full or the file size limit, ulimit -f, "
                        f"is reached); {kept}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path, text: str) -> None:

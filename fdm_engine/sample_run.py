@@ -151,7 +151,7 @@ def execute(run: SamplingRun, video_ids: list[int], on_video: Callable[[OpenVide
         if state is None:
             return
         for t in tasks:
-            state.append(t.video.video, t.order, t.job, t.video.buffer[list(t.job.latent)])
+            state.append(t.video.video, t.order, t.job, t.video.frames(t.job.latent))
         state.commit(dataclasses.asdict(c))
         if after_round:
             after_round()
@@ -193,8 +193,7 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
                                                              save_raw=cfg.save_raw, fps=cfg.fps))
 
         def written(videos: list[int]) -> None:
-            for v in videos:
-                state.finish_video(v, plans.pop(v))
+            state.finish_videos({v: plans.pop(v) for v in videos})
 
         start = time.perf_counter()
         counters = execute(run, todo, on_video, state=state, counters=Counters(**state.manifest.counters),

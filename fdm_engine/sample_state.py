@@ -46,10 +46,12 @@ class BadState(FdmError):
 
 
 # -- records -----------------------------------------------------------------------------
-def encode_record(header: dict, payload: bytes = b"") -> bytes:
+def record_head(header: dict, payload=b"") -> bytes:
+    """A record's bytes before its payload (payload: bytes or any buffer, e.g. a tensor's memory)."""
     head = json.dumps(header, separators=(",", ":")).encode()
+    payload = memoryview(payload).cast("B")
     crc = zlib.crc32(payload, zlib.crc32(head))
-    return _RECORD.pack(_MAGIC, len(head), len(payload), crc) + head + payload
+    return _RECORD.pack(_MAGIC, len(head), payload.nbytes, crc) + head
 
 
 def read_records(path: Path, limit: int):
@@ -86,7 +88,8 @@ class Manifest:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # shallow: no deep copies
         body = {"kind": KIND, "version": VERSION, **fields}
         text = json.dumps(body, sort_keys=True)
-        return json.dumps({"crc32": zlib.crc32(text.encode()), "state": body}, sort_keys=True)
+        # = json.dumps({"crc32": ..., "state": body}, sort_keys=True), without serialising body twice
+        return f'{{"crc32": {zlib.crc32(text.encode())}, "state": {text}}}'
 
     @classmethod
     def parse(cls, path: Path, text: bytes) -> "Manifest":
@@ -165,10 +168,12 @@ class RunState:
             f = self._files[video] = open(self.journal_path(video), "ab")
             f.truncate(self.manifest.journals.get(str(video), 0))  # drop an uncommitted tail
             f.seek(0, os.SEEK_END)
-        record = encode_record({"order": order, "observed": list(job.observed), "latent": list(job.latent)},
-                               frames.contiguous().float().numpy().tobytes())
-        f.write(record)
-        self.bytes_written += len(record)
+        # The frames' memory goes to the file as it is: no copy to bytes on the way.
+        payload = memoryview(frames.detach().float().contiguous().numpy()).cast("B")
+        head = record_head({"order": order, "observed": list(job.observed), "latent": list(job.latent)}, payload)
+        f.write(head)
+        f.write(payload)
+        self.bytes_written += len(head) + payload.nbytes
 
     def commit(self, counters: dict | None = None) -> None:
         """Make every appended record part of the state (journals first, then the manifest; both
@@ -188,17 +193,22 @@ class RunState:
             self._synced = time.monotonic()
         self.bytes_written += len(text)
 
-    def finish_video(self, video: int, jobs: list | None = None) -> None:
-        """The video's outputs are written: forget its journal."""
-        f = self._files.pop(video, None)
-        if f is not None:
-            f.close()
-        self.manifest.journals.pop(str(video), None)
-        self.manifest.finished_videos.append(video)
-        if self.manifest.first_jobs is None and jobs is not None:
-            self.manifest.first_jobs = jobs
+    def finish_videos(self, videos: dict[int, list | None]) -> None:
+        """These videos' outputs are written (video -> its jobs, for the run's first video, else
+        None): forget their journals, in one commit."""
+        if not videos:
+            return
+        for video, jobs in videos.items():
+            f = self._files.pop(video, None)
+            if f is not None:
+                f.close()
+            self.manifest.journals.pop(str(video), None)
+            self.manifest.finished_videos.append(video)
+            if self.manifest.first_jobs is None and jobs is not None:
+                self.manifest.first_jobs = jobs
         self.commit()
-        self.journal_path(video).unlink(missing_ok=True)
+        for video in videos:
+            self.journal_path(video).unlink(missing_ok=True)
 
     def remove(self) -> None:
         """The run is complete: the state goes."""

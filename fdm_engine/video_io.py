@@ -57,8 +57,11 @@ def to_uint8(x) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if x.ndim < 3:
         raise ValueError(f"to_uint8 expects [..., C, H, W], got shape {x.shape}")
-    u = np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(np.moveaxis(u, -3, -1))
+    u = np.add(x, 1.0, dtype=np.float32)  # one scratch array, the same arithmetic in place
+    np.multiply(u, 127.5, out=u)
+    np.rint(u, out=u)
+    np.clip(u, 0, 255, out=u)
+    return np.moveaxis(u, -3, -1).astype(np.uint8, order="C")
 
 
 def from_uint8(u) -> torch.Tensor:

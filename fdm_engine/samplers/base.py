@@ -34,6 +34,10 @@ class Sampler:
     """Base class. Subclasses implement `update(x0, x_t, t, t_next, noise)`."""
 
     stochastic = False  # whether `step` consumes fresh noise
+    # Whether `update` returns exactly x0 on every moving frame whose t_next < 0 (a `where` on
+    # t_next < 0 in the update): then a step that ends every frame clean skips the update, which
+    # is all of a one-step job's sampler arithmetic and the last step of every other.
+    clean_step_is_x0 = False
 
     def __init__(self, schedule: NoiseSchedule, config: SamplerConfig | None = None):
         self.schedule = schedule
@@ -67,7 +71,10 @@ class Sampler:
         x0 = self.denoised(model_output, t, sample)
         if self.stochastic and noise is None:
             noise = torch.randn_like(sample)
-        out = self.update(x0, sample, t, t_next, noise)
+        if self.clean_step_is_x0 and bool((t_next < 0).all()):
+            out = x0  # what update returns on moving frames; frames at t < 0 keep `sample` below
+        else:
+            out = self.update(x0, sample, t, t_next, noise)
         return torch.where(expand_like(t < 0, sample).bool(), sample, out)
 
     def denoised(self, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from fdm_engine.samplers.base import Sampler
 
 @torch.no_grad()
 def run_job(model, sampler: Sampler, noise: torch.Tensor, frame_indices: torch.Tensor,
-            observed: torch.Tensor, x_obs: torch.Tensor, valid: torch.Tensor | None = None,
+            observed: torch.Tensor, x_obs: torch.Tensor | None, valid: torch.Tensor | None = None,
             levels: torch.Tensor | None = None,
             step_noise: Callable[[int], torch.Tensor] | torch.Generator | None = None,
             context_level: float | None = None, context_noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -22,7 +22,9 @@ def run_job(model, sampler: Sampler, noise: torch.Tensor, frame_indices: torch.T
     noise         [B, F, C, H, W]  starting noise (used on latent slots)
     frame_indices [B, F] int64     absolute frame indices
     observed      [B, F] bool      conditioning slots; they keep `x_obs` and are never altered
-    x_obs         [B, F, C, H, W]  clean values on observed slots (other slots ignored)
+    x_obs         [B, F, C, H, W]  clean values on observed slots (other slots ignored); None:
+                                   `noise` holds them on its observed slots (the executor's way:
+                                   without context noise that saves two passes over the batch)
     valid         [B, F] bool      False on padding slots (passed through to the model)
     levels        [n+1, B, F]      per-frame noise-level trajectory (timesteps; -1 clean); default:
                                    every latent frame follows `sampler.trajectory()`. A slot whose
@@ -34,7 +36,7 @@ def run_job(model, sampler: Sampler, noise: torch.Tensor, frame_indices: torch.T
                   [B, F, C, H, W], or a generator
     context_level observed frames are shown at this timestep instead of clean (--context-noise):
                   a x_obs + s context_noise, as latent frames that do not move
-    returns       [B, F, C, H, W]  observed slots = x_obs, latent slots = samples
+    returns       [B, F, C, H, W]  observed slots = x_obs (or noise's), latent slots = samples
     """
     B, F = observed.shape
     sampler.reset()
@@ -46,12 +48,18 @@ def run_job(model, sampler: Sampler, noise: torch.Tensor, frame_indices: torch.T
         levels = sampler.trajectory()[:, None, None].expand(-1, B, F)
     given = -1.0 if context_level is None else float(context_level)
     levels = torch.where(observed[None].cpu(), torch.full_like(levels, given), levels.to(torch.float64))
+    # In place: observed slots already hold their clean values and are shown clean.
+    in_place = x_obs is None and context_level is None
+    x_obs = noise if x_obs is None else x_obs
     obs = expand_like(observed, x_obs).bool()
     shown = x_obs
     if context_level is not None:
         a, s = sampler.schedule.alpha_sigma(torch.tensor(given, dtype=torch.float64))
         shown = float(a) * x_obs + float(s) * context_noise
-    x = torch.where(obs, shown, noise)
+    x = noise if in_place else torch.where(obs, shown, noise)
+    # Sampler.step returns slots at t < 0 unchanged: with the default trajectory and clean
+    # observed frames, nothing else holds still.
+    holds = hold_equal or context_level is not None
     for i in range(levels.shape[0] - 1):
         t, t_next = levels[i], levels[i + 1]
         model_levels = t.clamp(min=0).to(device=x.device, dtype=torch.float32)  # 0 on observed
@@ -62,6 +70,9 @@ def run_job(model, sampler: Sampler, noise: torch.Tensor, frame_indices: torch.T
         if sampler.stochastic:
             z = step_noise(i) if callable(step_noise) else torch.randn(
                 x.shape, generator=step_noise, dtype=x.dtype, device="cpu").to(x.device)
-        still = expand_like(((t_next == t) & hold_equal) | observed.cpu(), x).bool()
-        x = torch.where(still, x, sampler.step(out, t, t_next, x, noise=z))
-    return torch.where(obs, x_obs, x)
+        x_next = sampler.step(out, t, t_next, x, noise=z)
+        if holds:
+            still = expand_like(((t_next == t) & hold_equal) | observed.cpu(), x).bool()
+            x_next = torch.where(still, x, x_next)
+        x = x_next
+    return x if in_place else torch.where(obs, x_obs, x)

@@ -22,6 +22,7 @@ class DPMSolverPP2MSampler(Sampler):
     """DPM-Solver++(2M), Alg. 2: x_next = (s_next/s) x - a_next (e^-h - 1) (x0 + (x0 - x0_prev) / (2 r))."""
 
     order = 2
+    clean_step_is_x0 = True  # update: where(clean, x0, ...)
 
     def reset(self) -> None:
         self.history = FrameHistory(self.order)

@@ -38,6 +38,7 @@ class UniPCSampler(Sampler):
     """UniPC-bh2, predictor order up to `order` (3), with the corrector on every step after the first."""
 
     order = 3
+    clean_step_is_x0 = True  # update: where(t_next < 0, x0, ...)
 
     def reset(self) -> None:
         self.history = FrameHistory(self.order)
