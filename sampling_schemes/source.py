@@ -33,6 +33,12 @@ class VideoJobs(Protocol):
 
     def finish(self, order: int, frames: torch.Tensor) -> None: ...
 
+    def upcoming(self, orders: Sequence[int]) -> list[tuple[int, Job]] | None:
+        """The jobs `ready()` will give once `orders` (the jobs handed out) finish, or None when
+        that depends on their frames (adaptive). Changes nothing; lets the executor draw their
+        noise while the current jobs run."""
+        ...
+
 
 class StaticSource:
     """Every video runs the same DAG; jobs become ready as their producers finish."""
@@ -68,6 +74,15 @@ class _StaticVideo:
         jobs = self.source.jobs
         out, self._queue = [(k, jobs[k]) for k in sorted(self._queue)], []
         return out
+
+    def upcoming(self, orders: Sequence[int]) -> list[tuple[int, Job]]:
+        needs, out = {}, list(self._queue)
+        for order in orders:
+            for k in self.source._successors[order]:
+                needs[k] = needs.get(k, self._needs[k]) - 1
+                if needs[k] == 0:
+                    out.append(k)
+        return [(k, self.source.jobs[k]) for k in sorted(out)]
 
     def finish(self, order: int, frames: torch.Tensor | None = None) -> None:
         self._left -= 1
@@ -119,6 +134,9 @@ class _AdaptiveVideo:
         order = len(self.plan)
         self._running = self.planner.next_jobs()[0]
         return [(order, self._running)]
+
+    def upcoming(self, orders: Sequence[int]) -> None:
+        return None  # the next job's observed frames are chosen from the frames this one makes
 
     def finish(self, order: int, frames: torch.Tensor) -> None:
         self.planner.add_frames(self._running.latent, frames[None])

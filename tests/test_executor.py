@@ -127,3 +127,34 @@ def test_adaptive_scheme_runs_and_resumes_identically():
         ex.run_adaptive(AdaptivePlanner("adaptive-autoreg", T, n_obs, K, batch_size=2), st, on_round=kill)
     ex.run_adaptive(AdaptivePlanner("adaptive-autoreg", T, n_obs, K, batch_size=2), st)
     assert torch.equal(st.buffer, ref.buffer)
+
+
+@pytest.mark.parametrize("scheme", ["autoreg", "hierarchy-2", "hierarchy-2-parallel"])
+def test_upcoming_jobs_are_the_jobs_ready_next(scheme):
+    from sampling_schemes.source import StaticSource
+
+    jobs = StaticSource(plan(scheme, 60, 6, 10, 5)).video()
+    ready, rounds = jobs.ready(), 0
+    while ready:
+        upcoming = jobs.upcoming([o for o, _ in ready])
+        for order, _ in ready:
+            jobs.finish(order)
+        ready, rounds = jobs.ready(), rounds + 1
+        assert upcoming == ready, rounds
+    assert jobs.complete and rounds > 2
+
+
+@pytest.mark.parametrize("sampler", ["dpm++2m", "ddpm"])
+def test_noise_drawn_ahead_equals_noise_drawn_inline(sampler, monkeypatch):
+    """The executor draws the next round's noise while a round runs; the frames are bit-identical
+    to drawing it when the jobs run (ddpm: the step noise continues the same generators)."""
+    m = oracle()
+    given = m.sample_prior(3, 4, torch.Generator().manual_seed(5))
+
+    def frames():
+        ex = Executor(m, make_sampler(sampler, SCHED, 3, "logsnr"), batch_size=2, seed=4)
+        return ex.run(plan("hierarchy-2", 40, 4, 8, 4), SamplingState.start(given, 40)).buffer
+
+    ahead = frames()
+    monkeypatch.setattr(Executor, "upcoming", staticmethod(lambda tasks: []))
+    assert torch.equal(frames(), ahead)
