@@ -71,6 +71,21 @@ def plan_options(f):
     return click.option("--length", type=int, required=True, help="T: frames in the video.")(f)
 
 
+def scheme_level_options(f):
+    """Per-frame schemes' settings and --context-noise (docs/perframe.md)."""
+    from cli.schemes import level_flags
+
+    f = click.option("--context-noise", type=float, default=None,
+                     help="Show observed frames at this diffusion timestep instead of clean. [default: clean]")(f)
+    return level_flags(f)
+
+
+def _levels(steps, uncertainty_scale, partitions, lookahead, block_size, ar_step):
+    from cli.schemes import options_of
+
+    return options_of(steps, uncertainty_scale, partitions, lookahead, block_size, ar_step)
+
+
 def sampler_options(f):
     f = click.option("--eta", type=float, default=default("eta"), show_default=True, help="DDIM noise.")(f)
     f = click.option("--spacing", default=default("spacing"), show_default=True, help="Timestep spacing (or FILE.json of timesteps).")(f)
@@ -95,16 +110,24 @@ def eval_():
               help="Also estimate the KL from N videos sampled through the executor (every pixel is a sample; "
                    f"sampler: --sampler, or {MC_SAMPLER[0]} {MC_SAMPLER[1]} {MC_SAMPLER[2]} when exact).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Monte-Carlo seed.")
+@scheme_level_options
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 def scheme_cmd(scheme, length, n_obs, max_frames, step_size, oracle_spec, sampler, steps, spacing, eta, mc, seed,
-               as_json):
-    """Exact KL(SCHEME's joint || true GP joint) for one pixel, with the oracle as the model."""
-    from sampling_schemes import job_source
+               as_json, context_noise, **levels):
+    """Exact KL(SCHEME's joint || true GP joint) for one pixel, with the oracle as the model.
+
+    Per-frame schemes (df-*, fifo, ar-step) need a real --sampler: they plan on its steps."""
+    from sampling_schemes import get_scheme, job_source
 
     from fdm_engine.evaluation.scheme_score import monte_carlo_scheme, score_scheme
 
     oracle, schedule = _oracle(oracle_spec)
     chosen = _sampler(sampler, schedule, steps, spacing, eta)
+    if chosen is None and get_scheme(scheme).per_frame:
+        raise FdmError(f"{scheme} moves frames part-way between jobs: give a real --sampler (e.g. --sampler "
+                       f"{MC_SAMPLER[0]}), whose steps it plans on")
+    options = _levels(steps, **levels)
+    extra = {"options": options, "context_noise": context_noise}
     # A scheme without a fixed plan (adaptive) has no exact score, only a Monte-Carlo one.
     adaptive = job_source(scheme, length, n_obs, max_frames, step_size).fixed_plan is None
     if adaptive and mc is None:
@@ -114,15 +137,15 @@ def scheme_cmd(scheme, length, n_obs, max_frames, step_size, oracle_spec, sample
     static_name = scheme
     if not adaptive:
         result.update(score_scheme(scheme, length, n_obs, max_frames, step_size, oracle=oracle,
-                                   sampler=chosen).to_dict())
+                                   sampler=chosen, **extra).to_dict())
     else:
         result["kl"] = None
     if mc is not None:
         mc_sampler = chosen or _sampler(MC_SAMPLER[0], schedule, *MC_SAMPLER[1:], 0.0)
         est = monte_carlo_scheme(scheme, length, n_obs, max_frames, step_size, oracle=oracle, sampler=mc_sampler,
-                                 num_videos=mc, seed=seed)
+                                 num_videos=mc, seed=seed, **extra)
         same = None if adaptive else (result["kl"] if chosen else score_scheme(
-            static_name, length, n_obs, max_frames, step_size, oracle=oracle, sampler=mc_sampler).kl)
+            static_name, length, n_obs, max_frames, step_size, oracle=oracle, sampler=mc_sampler, **extra).kl)
         result["monte_carlo"] = {**est.to_dict(), "videos": mc, "sampler": _describe(mc_sampler),
                                  "exact_kl_same_sampler": same, "lower_bound": adaptive,
                                  "agrees_3se": None if same is None else est.agrees(same)}
@@ -140,8 +163,10 @@ def _describe(sampler) -> str:
 
 def _print_scheme(r: dict) -> None:
     if r.get("kl") is not None:
+        nfe = "" if r.get("nfe") is None else f", NFE {r['nfe']}, {r['rounds']} rounds"
+        ctx = "" if r.get("context_noise") is None else f", context noise {r['context_noise']:g}"
         click.echo(f"{r['scheme']}: T={r['length']}, n_obs={r['n_obs']}, K={r['max_frames']}, S={r['step_size']}, "
-                   f"{r['jobs']} jobs, sampler {r['sampler']}")
+                   f"{r['jobs']} jobs{nfe}, sampler {r['sampler']}{ctx}")
         click.echo(f"exact KL:        {r['kl']:.6g} nats per pixel ({r['kl_per_frame']:.4g} per generated frame)")
         click.echo(f"variance ratio:  {r['variance_ratio_min']:.4f} .. {r['variance_ratio_max']:.4f} "
                    "(generated frames)")
@@ -165,35 +190,59 @@ def _print_scheme(r: dict) -> None:
 @sampler_options
 @click.option("--out", type=OutputPath(suffixes=(".png",)), default="eval_schemes.png", show_default=True,
               help="Where to write the comparison plot.")
+@scheme_level_options
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def schemes_cmd(names, all_, levels, length, n_obs, max_frames, step_size, oracle_spec, sampler, steps, spacing, eta,
-                out, as_json):
+                out, as_json, context_noise, **level_flags):
     """Compare schemes by exact KL at one setting: a table, and a PNG (--out).
 
+    Every scheme runs the same sampler, so every frame gets the same number of steps; NFE and rounds
+    are listed. Per-frame schemes (df-*, fifo, ar-step) are included with a real --sampler. With
+    --context-noise T each scheme is also scored with observed frames shown at timestep T.
     Adaptive schemes are left out: they have no exact score (see `fdm eval scheme --monte-carlo`)."""
     from fdm_engine.evaluation.plots import plot_schemes
     from fdm_engine.evaluation.scheme_score import score_schemes, static_schemes
 
     if all_ == bool(names):
         raise FdmError("name schemes to compare, or pass --all (not both)")
-    names = static_schemes(tuple(_ints(levels, "--levels"))) if all_ else list(names)
     oracle, schedule = _oracle(oracle_spec)
-    scores = score_schemes(names, length, n_obs, max_frames, step_size, oracle=oracle,
-                           sampler=_sampler(sampler, schedule, steps, spacing, eta))
+    chosen = _sampler(sampler, schedule, steps, spacing, eta)
+    names = static_schemes(tuple(_ints(levels, "--levels")), per_frame=chosen is not None) if all_ else list(names)
+    options = _levels(steps, **level_flags)
+    scores = score_schemes(names, length, n_obs, max_frames, step_size, oracle=oracle, sampler=chosen,
+                           options=options)
+    noisy = None if context_noise is None else score_schemes(names, length, n_obs, max_frames, step_size,
+                                                             oracle=oracle, sampler=chosen, options=options,
+                                                             context_noise=context_noise)
     s0 = scores[0]
     title = (f"T={length}, n_obs={n_obs}, K={max_frames}, S={s0.step_size}, {oracle.config.kernel} kernel, "
              f"sampler {s0.sampler}")
-    plot_schemes(scores, out, title)
+    plot_schemes(scores + [dataclasses_replace(s, scheme=f"{s.scheme} ctx {context_noise:g}") for s in noisy or []],
+                 out, title)
     rows = [s.summary() for s in scores]
+    for r, n in zip(rows, noisy or []):
+        r["kl_context_noise"] = n.kl
     if as_json:
-        click.echo(json.dumps({"setting": title, "png": out, "schemes": rows}))
+        click.echo(json.dumps({"setting": title, "png": out, "schemes": rows, "context_noise": context_noise}))
         return
     click.echo(title)
-    click.echo(f"{'scheme':<24}{'jobs':>6}{'KL (nats)':>14}{'KL/frame':>12}{'var ratio range':>22}")
+    ctx = "" if noisy is None else f"{'KL ctx ' + format(context_noise, 'g'):>14}"
+    click.echo(f"{'scheme':<24}{'jobs':>6}{'NFE':>7}{'rounds':>7}{'KL (nats)':>14}{ctx}{'KL/frame':>12}"
+               f"{'var ratio range':>22}")
     for r in rows:
-        click.echo(f"{r['scheme']:<24}{r['jobs']:>6}{r['kl']:>14.5g}{r['kl_per_frame']:>12.4g}"
-                   f"{r['variance_ratio_min']:>11.3f} .. {r['variance_ratio_max']:<7.3f}")
+        nfe = "-" if r["nfe"] is None else r["nfe"]
+        extra = "" if noisy is None else f"{r['kl_context_noise']:>14.5g}"
+        click.echo(f"{r['scheme']:<24}{r['jobs']:>6}{nfe:>7}{r['rounds']:>7}{r['kl']:>14.5g}{extra}"
+                   f"{r['kl_per_frame']:>12.4g}{r['variance_ratio_min']:>11.3f} .. {r['variance_ratio_max']:<7.3f}")
+    if chosen is None and all_:
+        click.echo("(per-frame schemes df-*, fifo, ar-step need a real --sampler and are left out)")
     click.echo(f"wrote {out}")
+
+
+def dataclasses_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
 
 
 @eval_.command("sampler")

@@ -35,6 +35,17 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--clip-denoised/--no-clip-denoised", default=default("clip_denoised"),
               help="Clamp x0 predictions to the data range [-1, 1] at every step, as the published samplers do. "
                    "[default: on for checkpoints, off for the oracle]")
+@click.option("--context-noise", type=float, default=default("context_noise"),
+              help="Show observed frames at this diffusion timestep instead of clean (fresh noise per job), "
+                   "as Diffusion Forcing stabilises long rollouts. [default: clean]")
+@click.option("--uncertainty-scale", type=float, default=default("uncertainty_scale"),
+              help="df-pyramid/df-trapezoid: levels between neighbouring frames of a chunk.")
+@click.option("--partitions", type=int, default=default("partitions"),
+              help="fifo: calls per diagonal step (0: the fewest with <= K frames each).")
+@click.option("--lookahead", is_flag=True, help="fifo: lookahead denoising (twice the calls).")
+@click.option("--block-size", type=int, default=default("block_size"), help="ar-step: frames that start together.")
+@click.option("--ar-step", type=int, default=default("ar_step"),
+              help="ar-step: calls between the starts of consecutive blocks.")
 @click.option("--num-videos", type=int, default=default("num_videos"), help="Videos to sample.")
 @click.option("--batch-size", type=int, default=default("batch_size"),
               help="Jobs per network call (0 = 2 on CPU, 32 on GPU).")

@@ -19,7 +19,32 @@ DESCRIPTIONS = {
     "hierarchy-N-parallel": "hierarchy whose level-l jobs observe only levels < l: one round per level",
     "adaptive-autoreg": "autoreg's latent frames, observed frames picked per video (farthest point)",
     "adaptive-hierarchy-N": "hierarchy-N's latent frames, observed frames picked per video",
+    "df-pyramid": "Diffusion Forcing: chunks of S, later frames --uncertainty-scale levels noisier",
+    "df-trapezoid": "Diffusion Forcing: chunks of S, both ends of a chunk lead",
+    "df-autoregressive": "Diffusion Forcing: one frame at a time within each chunk",
+    "fifo": "FIFO-Diffusion: a diagonal queue, one clean frame out per step (--partitions, --lookahead)",
+    "ar-step": "SkyReels-V2: blocks of --block-size start --ar-step calls apart",
 }
+
+
+def level_flags(f):
+    """The per-frame schemes' settings (docs/perframe.md); other schemes ignore them."""
+    f = click.option("--ar-step", type=int, default=1, show_default=True,
+                     help="ar-step: calls between the starts of consecutive blocks (0: together).")(f)
+    f = click.option("--block-size", type=int, default=1, show_default=True,
+                     help="ar-step: frames that start together.")(f)
+    f = click.option("--lookahead", is_flag=True, help="fifo: each call also sees the cleaner queue frames "
+                                                       "before its own (twice the calls).")(f)
+    f = click.option("--partitions", type=int, default=0, show_default=True,
+                     help="fifo: calls per diagonal step (0: the fewest with <= K frames each).")(f)
+    return click.option("--uncertainty-scale", type=float, default=1.0, show_default=True,
+                        help="df-pyramid/df-trapezoid: levels between neighbouring frames of a chunk.")(f)
+
+
+def options_of(steps, uncertainty_scale, partitions, lookahead, block_size, ar_step):
+    from sampling_schemes.levels import LevelOptions
+
+    return LevelOptions(steps, uncertainty_scale, partitions, lookahead, block_size, ar_step)
 
 
 def plan_options(f):
@@ -34,9 +59,9 @@ def plan_options(f):
     return click.argument("scheme")(f)
 
 
-def make_plan(scheme: str, length: int, n_obs: int, max_frames: int, step_size: int | None) -> Plan:
+def make_plan(scheme: str, length: int, n_obs: int, max_frames: int, step_size: int | None, options=None) -> Plan:
     """The static plan, or for an adaptive scheme a preview with time as the embedding."""
-    source = job_source(scheme, length, n_obs, max_frames, step_size)
+    source = job_source(scheme, length, n_obs, max_frames, step_size, options=options)
     if source.fixed_plan is None:
         click.echo(f"note: {scheme} picks observed frames from the video at run time; "
                    "this preview uses the frame index as the embedding", err=True)
@@ -55,26 +80,37 @@ def list_schemes():
         click.echo(f"{name:<22} {DESCRIPTIONS.get(name, '(plug-in)')}")
 
 
+STEPS_HELP = "Sampler steps per job: per-frame schemes plan on this many noise levels."
+
+
 @schemes.command("plan")
 @plan_options
+@click.option("--steps", type=click.IntRange(min=1), default=25, show_default=True, help=STEPS_HELP)
+@level_flags
 @click.option("--json", "as_json", is_flag=True, help='Print {"jobs": [{"observed": [...], "latent": [...]}]}.')
-def plan_cmd(scheme, length, n_obs, max_frames, step_size, as_json):
+def plan_cmd(scheme, length, n_obs, max_frames, step_size, steps, as_json, **levels):
     """Print the jobs of SCHEME in execution order."""
-    p = make_plan(scheme, length, n_obs, max_frames, step_size)
+    p = make_plan(scheme, length, n_obs, max_frames, step_size, options_of(steps, **levels))
     if as_json:
         click.echo(p.to_json())
         return
     for k, job in enumerate(p.jobs):
-        click.echo(f"job {k:>3}  level {job.level}  observe {list(job.observed)}  generate {list(job.latent)}")
+        moves = "" if job.schedule is None else f"  levels {list(job.start)} -> {list(job.end)} in {job.calls} calls"
+        click.echo(f"job {k:>3}  level {job.level}  observe {list(job.observed)}  generate {list(job.latent)}{moves}")
 
 
 @schemes.command("show")
 @plan_options
 @click.option("--out", type=OutputPath(suffixes=(".png",)), default=None, help="Also write the picture (PNG) here.")
 @click.option("--width", type=int, default=None, help="Terminal columns [default: the terminal's width].")
-def show(scheme, length, n_obs, max_frames, step_size, out, width):
-    """Draw SCHEME: a row per job, a column per frame."""
-    p = make_plan(scheme, length, n_obs, max_frames, step_size)
+@click.option("--steps", type=click.IntRange(min=1), default=25, show_default=True, help=STEPS_HELP)
+@level_flags
+def show(scheme, length, n_obs, max_frames, step_size, out, width, steps, **levels):
+    """Draw SCHEME: a row per job, a column per frame (per-frame schemes: a row per network call,
+    each frame shown by its noise level)."""
+    p = make_plan(scheme, length, n_obs, max_frames, step_size, options_of(steps, **levels))
+    if p.per_frame:
+        return _show_levels(p, scheme, steps, out, width)
     from sampling_schemes.render import ASCII_GLYPHS, GLYPHS, render_png, render_text
 
     glyphs = GLYPHS if _can_print("".join(GLYPHS) + "│") else ASCII_GLYPHS
@@ -89,6 +125,19 @@ def show(scheme, length, n_obs, max_frames, step_size, out, width):
         click.echo(f"wrote {out}")
 
 
+def _show_levels(p: Plan, scheme: str, steps: int, out, width) -> None:
+    from sampling_schemes.render_levels import render_levels_png, render_levels_text
+
+    click.echo(render_levels_text(p, steps, width or shutil.get_terminal_size().columns))
+    if out:
+        from fdm_engine.files import atomic_write
+
+        title = f"{scheme}: T={p.length}, n_obs={p.n_obs}, N={steps}: {p.nfe(steps)} NFE, {p.calls(steps)} calls"
+        with atomic_write(out) as tmp:
+            render_levels_png(p, steps, tmp, title)
+        click.echo(f"wrote {out}")
+
+
 def _can_print(text: str) -> bool:
     try:
         text.encode(sys.stdout.encoding or "ascii")
@@ -100,16 +149,19 @@ def _can_print(text: str) -> bool:
 @schemes.command("stats")
 @plan_options
 @click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Denoising steps per job (NFE = jobs x steps).")
+              help="Denoising steps per job (NFE = jobs x steps; per-frame schemes plan on this many levels).")
+@level_flags
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
-def stats(scheme, length, n_obs, max_frames, step_size, steps, as_json):
-    """Count SCHEME's jobs, network evaluations, DAG depth and widest round."""
-    p = make_plan(scheme, length, n_obs, max_frames, step_size)
-    numbers = {"jobs": len(p), "nfe": len(p) * steps, "depth": p.depth, "widest": p.widest}
+def stats(scheme, length, n_obs, max_frames, step_size, steps, as_json, **levels):
+    """Count SCHEME's jobs, network evaluations, rounds (DAG depth), batched calls and widest round."""
+    p = make_plan(scheme, length, n_obs, max_frames, step_size, options_of(steps, **levels))
+    numbers = {"jobs": len(p), "nfe": p.nfe(steps), "depth": p.depth, "calls": p.calls(steps), "widest": p.widest}
     if as_json:
         click.echo(json.dumps(numbers))
         return
     click.echo(f"jobs:   {numbers['jobs']}")
-    click.echo(f"NFE:    {numbers['nfe']}  ({numbers['jobs']} jobs x {steps} steps)")
+    how = "network calls of single jobs" if p.per_frame else f"{numbers['jobs']} jobs x {steps} steps"
+    click.echo(f"NFE:    {numbers['nfe']}  ({how})")
     click.echo(f"depth:  {numbers['depth']}  (rounds run in sequence, jobs within a round batched)")
+    click.echo(f"calls:  {numbers['calls']}  (batched network calls: per round, its longest job)")
     click.echo(f"widest: {numbers['widest']}  (jobs in the largest round)")

@@ -41,6 +41,13 @@ class SampleConfig(Config):
     formats: tuple[str, ...] = ("mp4", "npz", "png")
     save_raw: bool = False
     fps: int = 10
+    # per-frame schemes (docs/perframe.md); other schemes ignore these
+    uncertainty_scale: float = 1.0
+    partitions: int = 0  # fifo: 0 = the fewest with <= K frames per call
+    lookahead: bool = False
+    block_size: int = 1
+    ar_step: int = 1
+    context_noise: float | None = None  # observed frames shown at this timestep (None: clean)
     precision: str = "auto"  # network autocast: auto = bf16 on CUDA, fp32 on CPU (see precision.py)
     device: str = "auto"  # auto = cuda:LOCAL_RANK when available, else cpu
 
@@ -76,6 +83,9 @@ def _problems(cfg: SampleConfig):
         yield f"--seed {cfg.seed!r}: must be an integer in [0, 2**64)"
     if not isinstance(cfg.eta, (int, float)) or not math.isfinite(cfg.eta) or cfg.eta < 0:
         yield f"--eta {cfg.eta!r}: must be a finite number >= 0"
+    if cfg.context_noise is not None and (not isinstance(cfg.context_noise, (int, float))
+                                          or not math.isfinite(cfg.context_noise) or cfg.context_noise < 0):
+        yield f"--context-noise {cfg.context_noise!r}: must be a timestep >= 0"
     if cfg.precision not in PRECISIONS:
         yield f"--precision {cfg.precision!r}: choose from {', '.join(PRECISIONS)}"
     if cfg.device != "auto":

@@ -116,15 +116,24 @@ def build(cfg: SampleConfig, loaded, device: torch.device) -> SamplingRun:
     precision = resolve_precision(cfg.precision, device, exact=loaded.model_name == "oracle")
     cond = load_conditioning(loaded, n_obs=cfg.n_obs, length=cfg.length, num_videos=cfg.num_videos,
                              seed=cfg.seed, obs=cfg.obs, data_dir=cfg.data_dir)
-    source = job_source(cfg.scheme, cond.length, cfg.n_obs, k, cfg.step_size)
     schedule = NoiseSchedule(loaded.diffusion)
     clip = default_clip_denoised(loaded) if cfg.clip_denoised is None else cfg.clip_denoised
     sampler = make_sampler(cfg.sampler, schedule, cfg.steps, cfg.spacing, cfg.eta, clip_denoised=clip)
+    source = job_source(cfg.scheme, cond.length, cfg.n_obs, k, cfg.step_size, options=level_options(cfg, sampler))
     # vdm/ssm were trained unconditionally: their checkpoints ask for reconstruction guidance.
     denoiser = for_checkpoint(loaded, schedule, seed=cfg.seed,
                               network=with_precision(loaded.model, precision, device))
-    executor = Executor(denoiser, sampler, batch_size=batch, seed=cfg.seed, device=device)
+    executor = Executor(denoiser, sampler, batch_size=batch, seed=cfg.seed, device=device,
+                        context_noise=cfg.context_noise)
     return SamplingRun(cfg, k, batch, cfg.videos_in_flight or batch, precision, device, cond, source, executor)
+
+
+def level_options(cfg: SampleConfig, sampler):
+    """The per-frame schemes' settings; they plan on the sampler's grid (its moves per job)."""
+    from sampling_schemes.levels import LevelOptions
+
+    return LevelOptions(len(sampler.trajectory()) - 1, cfg.uncertainty_scale, cfg.partitions, cfg.lookahead,
+                        cfg.block_size, cfg.ar_step)
 
 
 # -- execute -------------------------------------------------------------------------------
@@ -222,7 +231,10 @@ def claim(out: Path, cfg: SampleConfig, resume: bool, rank: int, video_ids: list
         except (BadState, OSError) as e:
             raise FdmError(f"{e}: delete {path.name} and {path.stem}.parts in {out} to start over, "
                            f"or choose another --out") from None
-        old = {k: v for k, v in state.manifest.config.items() if k not in SampleConfig.RESUME_FREE}
+        # a setting the run's manifest predates had its default then (runs resume across versions)
+        defaults = SampleConfig().to_dict()
+        saved = {**{k: v for k, v in defaults.items() if k not in state.manifest.config}, **state.manifest.config}
+        old = {k: v for k, v in saved.items() if k not in SampleConfig.RESUME_FREE}
         new = {k: v for k, v in cfg.to_dict().items() if k not in SampleConfig.RESUME_FREE}
         if old != new:
             diff = sorted(k for k in set(new) | set(old) if old.get(k) != new.get(k))

@@ -99,3 +99,42 @@ def test_bad_level_options(field, value):
 
 def test_registered():
     assert all(get_scheme(n).per_frame for n in PER_FRAME)
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+def cli_run(*args):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_show_draws_levels_per_call(tmp_path):
+    png = tmp_path / "p.png"
+    r = cli_run("schemes", "show", "df-pyramid", "--length", "9", "--n-obs", "3", "--max-frames", "6",
+                "--step-size", "3", "--steps", "2", "--width", "40", "--out", str(png))
+    assert r.exit_code == 0, r.output
+    rows = [line.split("|")[1] for line in r.output.splitlines() if "|" in line]
+    # chunk 1 (frames 3-5, N=2, u=1): 4 calls, then chunk 2 (frames 6-8)
+    assert rows[:4] == ["___599...", "____59...", "_____5...", "______..."]  # level 1 of 2: band 5
+    assert len(rows) == 8 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_stats_counts_calls():
+    import json
+
+    r = cli_run("schemes", "stats", "fifo", "--length", "40", "--n-obs", "4", "--max-frames", "8", "--steps", "12",
+                "--partitions", "3", "--json")
+    out = json.loads(r.output)
+    assert out["depth"] == out["calls"] == 36 + 11 and out["widest"] == 3 and out["nfe"] == out["jobs"]
+
+
+def test_eval_scheme_needs_a_sampler_for_per_frame(capsys):
+    from cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "scheme", "fifo", "--length", "20", "--n-obs", "4"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--sampler" in err and err.count("\n") == 1
