@@ -177,3 +177,198 @@ def write_fdm_published(path: Path, seed: int = 0, step: int = 10, state=None, *
                                                   config["learn_sigma"]), seed)
     torch.save({"state_dict": state, "config": config, "step": step}, path)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# video_diffusion (swookey-thinky): its VDM config and the state dict of GaussianDiffusion_DDPM
+# around score_networks.unet_3d.Unet, as its trainer saves them.
+
+VDM_TARGET = "video_diffusion.score_networks.unet_3d.Unet"
+
+
+def vd_config(frames: int = 4, size: int = 16, features: int = 32, mults=(1, 2), attention=(8,), blocks=1,
+              num_scales: int = 64, **params) -> dict:
+    """configs/moving_mnist/video_diffusion_models.yaml, shrunk (its structure and defaults kept)."""
+    attn = dict(context_dim=-1, heads=4, dim_head=32, dropout=0.1)
+    score = dict(
+        input_channels=1, output_channels=1, input_spatial_size=size, input_number_of_frames=frames,
+        num_features=features, channel_multipliers=list(mults), attention_resolutions=list(attention),
+        num_resnet_blocks=blocks, use_scale_shift_norm=True, resamp_with_conv=False, resblock_updown=False,
+        resnet_block_type="biggan", dropout=0.1, mlp_layers=2, is_learned_sigma=False,
+        is_class_conditional=False, num_classes=10,
+        conditioning=dict(
+            signals=["timestep"],
+            projections=dict(timestep=dict(
+                target="video_diffusion.layers.embedding.InvCosTimestepEmbeddingProjection",
+                params=dict(num_features=features, time_embedding_mult=4, max_time=1.0, clip_min=-20, clip_max=20))),
+            context_transformer_head=[dict(target="video_diffusion.layers.embedding.RunProjection",
+                                           params=dict(input_context_key="logsnr_t",
+                                                       output_context_key="timestep_embedding",
+                                                       projection_key="timestep"))],
+            spatial_context_transformer_layer=dict(target="video_diffusion.layers.attention.SpatialCrossAttention",
+                                                   params=dict(attn)),
+            temporal_context_transformer_layer=dict(
+                target="video_diffusion.layers.attention.TemporalSelfAttention",
+                params=dict(attn, temporal_sequence_length=frames, max_relative_position=frames)),
+        ),
+    )
+    score.update(params)
+    return dict(
+        diffusion=dict(
+            parameterization="v",
+            sampling=dict(output_channels=1, output_spatial_size=size, output_frames=frames,
+                          target="video_diffusion.samplers.ancestral.AncestralSampler",
+                          params=dict(reconstruction_guidance=True)),
+            noise_scheduler=dict(target="video_diffusion.scheduler.ContinuousNoiseScheduler",
+                                 params=dict(num_scales=num_scales, logsnr_schedule="cosine", loss_type="l2",
+                                             logsnr_min=-20, logsnr_max=20)),
+            importance_sampler=dict(target="video_diffusion.importance_sampling.UniformSampler",
+                                    params=dict(num_timesteps=num_scales)),
+            context_preprocessing=[dict(target="video_diffusion.context.IgnoreContextAdapter", params={})],
+            input_preprocessing=dict(target="video_diffusion.context.IgnoreInputPreprocessor", params={}),
+            classifier_free_guidance=dict(classifier_free_guidance=0.0, unconditional_guidance_probability=0.0,
+                                          signals=[], unconditional_context=dict(target="torch.nn.Identity",
+                                                                                 params={})),
+            score_network=dict(target=VDM_TARGET, params=score),
+        ),
+        data=dict(image_size=size, num_channels=1, num_classes=10, input_number_of_frames=frames),
+    )
+
+
+def to_yaml(value, indent: int = 0) -> str:
+    """Block-style YAML of nested dicts / lists / scalars (as the published configs are written)."""
+    pad = " " * indent
+
+    def scalar(v):
+        if isinstance(v, bool):
+            return "True" if v else "False"
+        if isinstance(v, str):
+            return f'"{v}"'
+        if isinstance(v, list) and all(not isinstance(x, (dict, list)) for x in v):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        if v == {}:
+            return "{}"
+        return str(v)
+
+    out = []
+    for k, v in value.items():
+        if isinstance(v, dict) and v:
+            out.append(f"{pad}{k}:  # {k}\n" + to_yaml(v, indent + 2))
+        elif isinstance(v, list) and any(isinstance(x, dict) for x in v):
+            out.append(f"{pad}{k}:\n" + "".join(
+                f"{pad}  - " + to_yaml(x, indent + 4).lstrip() for x in v))
+        else:
+            out.append(f"{pad}{k}: {scalar(v)}\n")
+    return "".join(out)
+
+
+def vd_published_shapes(config: dict) -> dict[str, tuple]:
+    """Names and shapes of GaussianDiffusion_DDPM.state_dict() for the config's unet_3d.Unet."""
+    p = config["diffusion"]["score_network"]["params"]
+    cond = p["conditioning"]
+    C, base, E = p["input_channels"], p["num_features"], 4 * p["num_features"]
+    tf = cond["projections"]["timestep"]["params"]["num_features"]
+    mults, n_res = p["channel_multipliers"], p["num_resnet_blocks"]
+    n_res = n_res if isinstance(n_res, list) else [n_res] * len(mults)
+    attention_ds = {p["input_spatial_size"] // r for r in p["attention_resolutions"]}
+    tp = cond["temporal_context_transformer_layer"]["params"]
+    conv = (1, 3, 3)
+    net: dict[str, tuple] = {}
+
+    def linear(name, cin, cout, bias=True):
+        net[f"{name}.weight"] = (cout, cin)
+        if bias:
+            net[f"{name}.bias"] = (cout,)
+
+    def norm(name, c):
+        net[f"{name}.weight"], net[f"{name}.bias"] = (c,), (c,)
+
+    def conv3(name, cin, cout, k=conv, bias=True):
+        net[f"{name}.weight"] = (cout, cin, *k)
+        if bias:
+            net[f"{name}.bias"] = (cout,)
+
+    def resblock(pre, cin, cout):
+        norm(f"{pre}.in_layers.0", cin)
+        conv3(f"{pre}.in_layers.2", cin, cout)
+        width = 2 * cout if p["use_scale_shift_norm"] else cout
+        for k in range(p["mlp_layers"]):
+            cin_k = E if k == 0 else width
+            linear(f"{pre}.emb_layers.{k}.fc1", cin_k, cin_k)
+            linear(f"{pre}.emb_layers.{k}.fc2", cin_k, width)
+        norm(f"{pre}.out_layers.0", cout)
+        conv3(f"{pre}.out_layers.3", cout, cout)
+        if cin != cout:
+            conv3(f"{pre}.skip_connection", cin, cout, conv if p["resamp_with_conv"] else (1, 1, 1))
+
+    def attention(pre, c, temporal):
+        norm(f"{pre}.fn._norm", c)
+        net[f"{pre}.fn._qkv.weight"], net[f"{pre}.fn._qkv.bias"] = (3 * c, c, 1), (3 * c,)
+        net[f"{pre}.fn._proj_out.weight"], net[f"{pre}.fn._proj_out.bias"] = (c, c, 1), (c,)
+        if temporal:
+            d = tp["dim_head"]
+            for table in ("_k_embeddings_table", "_v_embeddings_table"):
+                net[f"{pre}.fn._attention.{table}"] = (c // d, 2 * tp["max_relative_position"] - 1, d)
+
+    def mixers(pre, start, c):
+        attention(f"{pre}.{start}", c, False)
+        attention(f"{pre}.{start + 1}", c, True)
+
+    def resample(pre, c, kind):
+        if p["resblock_updown"]:
+            resblock(pre, c, c)
+        elif p["resamp_with_conv"]:
+            conv3(f"{pre}.{'op' if kind == 'down' else 'conv'}", c, c)
+
+    for pre in ("_projections", "_context_transformers.0._projections"):
+        linear(f"{pre}.timestep._projection.1", tf, E)
+        linear(f"{pre}.timestep._projection.3", E, E)
+    conv3("_initial_convolution", C, base, bias=False)
+    skips, ch, ds, i = [base], base, 1, 0
+    for level, m in enumerate(mults):
+        for _ in range(n_res[level]):
+            resblock(f"downs.{i}.0", ch, m * base)
+            ch = m * base
+            if ds in attention_ds:
+                mixers(f"downs.{i}", 1, ch)
+            skips.append(ch)
+            i += 1
+        if level < len(mults) - 1:
+            resample(f"downs.{i}.0", ch, "down")
+            skips.append(ch)
+            i, ds = i + 1, ds * 2
+    resblock("middle.0", ch, ch)
+    mixers("middle", 1, ch)
+    resblock("middle.3", ch, ch)
+    i = 0
+    for level, m in reversed(list(enumerate(mults))):
+        for r in range(n_res[level] + 1):
+            resblock(f"ups.{i}.0", ch + skips.pop(), m * base)
+            ch, slot = m * base, 1
+            if ds in attention_ds:
+                mixers(f"ups.{i}", 1, ch)
+                slot = 3
+            if level and r == n_res[level]:
+                resample(f"ups.{i}.{slot}", ch, "up")
+                ds //= 2
+            i += 1
+    norm("final_projection.0", base)
+    conv3("final_projection.2", base, 2 * C if p["is_learned_sigma"] else C, bias=False)
+    shapes = {f"_score_network.{k}": v for k, v in net.items()}
+    n = config["diffusion"]["noise_scheduler"]["params"]["num_scales"]
+    shapes.update({f"_noise_scheduler.{k}": (n + 1,) for k in ("gammas", "alphas", "sigma2", "sqrt_sigma2")})
+    return shapes
+
+
+def write_vd_published(folder: Path, config: dict | None = None, seed: int = 0, state=None) -> tuple[Path, Path]:
+    """(diffusion-{step}.pt as its trainer saves it, the YAML config) with random weights."""
+    config = config or vd_config()
+    if state is None:
+        state = random_state(vd_published_shapes(config), seed)
+        for k in [k for k in state if k.endswith("_projection.1.weight") or k.endswith("_projection.3.weight")]:
+            state[k.replace("_context_transformers.0.", "")] = state[k]  # one module under two names
+    ckpt, cfg = Path(folder) / "diffusion-100.pt", Path(folder) / "video_diffusion_models.yaml"
+    torch.save({"step": 100, "model_state_dict": state, "num_optimizers": 1, "optimizer_state_dicts": [{}],
+                "loss": 0.25, "config": config}, ckpt)
+    cfg.write_text("# Video Diffusion Models\n" + to_yaml(config))
+    return ckpt, cfg

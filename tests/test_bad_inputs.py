@@ -63,6 +63,7 @@ def world(tmp_path_factory):
     _checkpoint(root / "huge.safetensors", model={"base_channels": 10**12})
     (root / "afile").write_text("not a folder\n")
     (root / "old.png").write_bytes(b"an earlier picture")
+    vd = _video_diffusion_files(root / "vd")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         code, _, err = run_fdm(_Capture(), "sample", "ckpt.safetensors", "--n-obs", "4", "--length", "12",
@@ -70,7 +71,33 @@ def world(tmp_path_factory):
                                "--out", "samples")
     assert code == 0, err
     return {"root": root, "data": data, "ckpt": root / "ckpt.safetensors", "beta5": root / "beta5.safetensors",
-            "huge": root / "huge.safetensors", "afile": root / "afile", "samples": root / "samples"}
+            "huge": root / "huge.safetensors", "afile": root / "afile", "samples": root / "samples", **vd}
+
+
+class _Payload:
+    """Unpickling this would create `marker`: a checkpoint that runs code, made harmless."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _video_diffusion_files(folder: Path) -> dict[str, Path]:
+    """A video_diffusion checkpoint and its config, a config of a wider model, a hostile pickle."""
+    import torch
+
+    from published_helpers import to_yaml, vd_config, write_vd_published
+
+    folder.mkdir()
+    ckpt, cfg = write_vd_published(folder)
+    wide = vd_config(features=64)
+    wide["diffusion"]["score_network"]["params"]["conditioning"]["projections"]["timestep"]["params"]["num_features"] = 64
+    (folder / "wide.yaml").write_text(to_yaml(wide))
+    torch.save({"step": 1, "model_state_dict": {"x": _Payload(folder / "pwned")}, "config": {"diffusion": {}}},
+               folder / "evil.pt")
+    return {"vd_ckpt": ckpt, "vd_cfg": cfg, "vd_wide": folder / "wide.yaml", "vd_evil": folder / "evil.pt"}
 
 
 class _Capture:
@@ -121,6 +148,16 @@ CASES = [
     ("convert-src-not-checkpoint", ["convert", "{afile}", "{root}/x.safetensors"], "afile"),
     ("convert-huge-model", ["convert", "{huge}", "{root}/x.pt"], "base_channels"),
     ("convert-beta-end-5", ["convert", "{beta5}", "{root}/x.pt"], "beta_end"),
+    ("convert-vd-no-config", ["convert", "{vd_ckpt}", "{root}/x.safetensors"], "needs --config"),
+    ("convert-vd-config-missing", ["convert", "{vd_ckpt}", "{root}/x.safetensors", "--from", "video-diffusion",
+                                   "--config", "{root}/none.yaml"], "none.yaml"),
+    ("convert-vd-shape", ["convert", "{vd_ckpt}", "{root}/x.safetensors", "--from", "video-diffusion", "--config",
+                          "{vd_wide}"], "'_projections.timestep._projection.1.weight' has shape [128, 32] in the file "
+                                        "but [256, 64]"),
+    ("convert-vd-pickle-runs-code", ["convert", "{vd_evil}", "{root}/x.safetensors", "--from", "video-diffusion",
+                                     "--config", "{vd_cfg}"], "could run code"),
+    ("sample-vd-no-config", ["sample", "{vd_ckpt}", "--n-obs", "0", "--length", "6", "--quiet", "--out", "{root}/o"],
+     "needs --config"),
     # schemes
     ("schemes-unknown", ["schemes", "plan", "zigzag", "--length", "20"], "zigzag"),
     ("schemes-family", ["schemes", "plan", "hierarchy-N", "--length", "20"], "hierarchy-N"),

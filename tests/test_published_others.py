@@ -1,4 +1,5 @@
-"""RaMViD and SSM checkpoints in their published layouts: flags, key maps, bad inputs, round trip.
+"""RaMViD and SSM checkpoints in their published layouts: flags, key maps, bad inputs, round trip
+(video_diffusion: tests/test_published_video_diffusion.py).
 
 The published state dicts are built here from the published module trees as their code lays
 them out (key names, shapes); no published code is imported (tests/test_published_others_
@@ -342,54 +343,3 @@ def test_cli_refuses_a_pickle_that_would_run_code(capsys, tmp_path, fmt):
     err = _cli_error(capsys, "convert", bad, tmp_path / "x.safetensors", "--from", fmt, "--flags", "--seed 1")
     assert str(bad) in err and "could run code" in err
     assert not marker.exists()
-
-
-# ---- video_diffusion ------------------------------------------------------------------------------
-
-VD_CONFIG = """# Video Diffusion Models
-diffusion:
-  parameterization: "v"
-  score_network:
-    # Defines the score network for predicting the noise parameter
-    params:
-      input_channels: 1
-    target: {target}
-data:
-  image_size: 32
-"""
-
-
-def vd_files(tmp_path, target):
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(VD_CONFIG.format(target=target))
-    ckpt = tmp_path / "diffusion-100.pt"
-    torch.save({"step": 100, "model_state_dict": {"x": torch.zeros(2)}, "num_optimizers": 0,
-                "optimizer_state_dicts": [], "loss": 0.1, "config": {"diffusion": {}}}, ckpt)
-    return ckpt, cfg
-
-
-@pytest.mark.parametrize("target,needle", [
-    ("video_diffusion.score_networks.unet_3d.Unet", "differs from fdm's VDM UNet"),
-    ("video_diffusion.score_networks.unet_factorized3d.UNet", "--from fdm"),
-    ("video_diffusion.score_networks.unet_pseudo3d.Unet", "Make-A-Video"),
-    ("image_diffusion.score_networks.unet.Unet", "no fdm architecture corresponds"),
-])
-def test_video_diffusion_families_are_refused_by_name(capsys, tmp_path, target, needle):
-    ckpt, cfg = vd_files(tmp_path, target)
-    err = _cli_error(capsys, "convert", ckpt, tmp_path / "x.safetensors", "--from", "video-diffusion",
-                     "--config", cfg)
-    assert str(ckpt) in err and target in err and needle in err
-
-
-def test_video_diffusion_bad_inputs(capsys, tmp_path):
-    ckpt, cfg = vd_files(tmp_path, "video_diffusion.score_networks.unet_3d.Unet")
-    dst = tmp_path / "x.safetensors"
-    err = _cli_error(capsys, "convert", ckpt, dst)  # recognised, but the config is needed
-    assert str(ckpt) in err and "needs --config" in err
-    cfg.write_text("diffusion:\n  parameterization: v\n")
-    err = _cli_error(capsys, "convert", ckpt, dst, "--from", "video-diffusion", "--config", cfg)
-    assert str(cfg) in err and "no diffusion.score_network.target" in err
-    err = _cli_error(capsys, "convert", ckpt, dst, "--from", "video-diffusion", "--config", tmp_path / "nope.yaml")
-    assert "nope.yaml" in err
-    err = _cli_error(capsys, "convert", ckpt, dst, "--from", "nosuch", "--flags", "--a 1")
-    assert "unknown checkpoint format" in err and "video-diffusion" in err

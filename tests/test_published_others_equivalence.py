@@ -175,3 +175,86 @@ def test_ssm_matches_published(folder, flags):
         mine = ours(x, torch.arange(Fr).repeat(B, 1) + 10, torch.where(observed, 0, t[:, None]).float(), observed)
     latent = ~observed
     assert report(f"ssm {folder or 'current'} [{flags}]", mine[latent], theirs[latent]) <= TOL
+
+
+# ---- video_diffusion (swookey-thinky) ---------------------------------------------------------
+
+
+def import_video_diffusion():
+    """Its diffusion module from the local copy; the text-encoder / image / summary imports it makes
+    at module level (transformers, torchvision, torchinfo) are stubbed: the VDM network needs none.
+    Its config helpers import PyYAML, which must be installed."""
+    import types
+
+    pytest.importorskip("yaml", reason="the published video_diffusion code imports PyYAML")
+
+    class Stub(types.ModuleType):
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return Stub(name)
+
+        def __call__(self, *args, **kwargs):
+            return Stub("call")
+
+    for name in ("transformers", "torchvision", "torchvision.transforms", "torchvision.transforms.v2",
+                 "torchvision.utils", "torchinfo"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            sys.modules[name] = Stub(name)
+    ddpm, utils = published("video_diffusion", "video_diffusion.ddpm", "video_diffusion.utils")
+    return ddpm, utils
+
+
+def test_video_diffusion_config_reader_agrees_with_pyyaml():
+    import yaml
+
+    from fdm_engine.published.yaml_subset import read_yaml
+
+    folder = Path(ROOT) / "video_diffusion" / "configs"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is missing")
+    files = sorted(folder.rglob("*.yaml"))
+    assert files
+    for path in files:
+        assert read_yaml(path) == yaml.load(path.read_text(), yaml.SafeLoader), path
+
+
+@pytest.mark.parametrize("params", [
+    {},  # its configs/moving_mnist/video_diffusion_models.yaml, shrunk
+    {"resblock_updown": True, "resamp_with_conv": True, "use_scale_shift_norm": False, "mlp_layers": 1},
+    {"is_learned_sigma": True, "num_resnet_blocks": [1, 2, 1]},
+])
+def test_video_diffusion_matches_published(params):
+    from published_helpers import vd_config
+
+    from fdm_engine.models import build_model
+    from fdm_engine.published import video_diffusion
+
+    ddpm_module, utils = import_video_diffusion()
+    frames = 5
+    config = vd_config(frames=frames, mults=(1, 2, 2), attention=(8, 4), blocks=1, num_scales=1024, **params)
+    diffusion = ddpm_module.GaussianDiffusion_DDPM(utils.DotConfig(config))
+    net = diffusion._score_network
+    randomize(net)
+    diffusion.eval()
+    loaded = video_diffusion.translate({"step": 3, "model_state_dict": diffusion.state_dict(), "config": config},
+                                       "diffusion-3.pt", config, "config")
+    ours = build_model(loaded.model_name, loaded.model_config)
+    ours.load_state_dict(loaded.state_dict, strict=True)
+    ours.eval()
+
+    B, C, H = 2, 1, 16
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(B, frames, C, H, H, generator=g)
+    scheduler, steps = diffusion._noise_scheduler, diffusion._noise_scheduler.steps()
+    for i in (0, 37, 500, steps - 1):  # its sampler's step index; our timestep is the same number
+        t = torch.tensor([i, steps - 1 - i])
+        context = {"logsnr_t": scheduler.logsnr((t + 1) / steps), "timestep": t / steps}
+        with torch.no_grad():
+            theirs = net(x.transpose(1, 2), context)
+            theirs = (theirs[0] if isinstance(theirs, (tuple, list)) else theirs).transpose(1, 2)
+            mine = ours(x, torch.arange(frames).repeat(B, 1) + 3, t[:, None].float().expand(B, frames),
+                        torch.zeros(B, frames, dtype=torch.bool))
+        assert report(f"video_diffusion {params} step {i}", mine, theirs) <= TOL

@@ -2,6 +2,11 @@
 
 Timesteps are floats in [0, N-1]; fractional ones interpolate log-SNR linearly. A timestep < 0
 means "clean" (alpha-bar = 1): observed frames and the end of every sampling trajectory.
+
+Beta schedules ("linear", "cosine") define alpha-bar through betas. Log-SNR schedules
+("logsnr-cosine", "logsnr-linear": continuous-time models such as video_diffusion's VDM) define
+the log-SNR of continuous time u in [0, 1] and are read on the grid the published sampler steps
+through (docs/checkpoints.md, "video_diffusion"); their betas follow from alpha-bar.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from fdm_engine.config import Config
 from fdm_engine.errors import FdmError
 
 PREDICTIONS = ("eps", "x0", "v")
+BETA_SCHEDULES = ("linear", "cosine")
+LOGSNR_SCHEDULES = ("logsnr-cosine", "logsnr-linear")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,10 +31,16 @@ class DiffusionConfig(Config):
     beta_start: float = 1e-4
     beta_end: float = 0.02
     prediction: str = "eps"  # eps | x0 | v
+    logsnr_min: float = -20.0  # log-SNR schedules only: the log-SNR at u = 1 ...
+    logsnr_max: float = 20.0  # ... and at u = 0
 
     def __post_init__(self):
-        if self.schedule not in ("linear", "cosine"):
-            raise FdmError(f"unknown beta schedule {self.schedule!r} (known: linear, cosine)")
+        if self.schedule not in BETA_SCHEDULES + LOGSNR_SCHEDULES:
+            raise FdmError(f"unknown noise schedule {self.schedule!r} (known: "
+                           f"{', '.join(BETA_SCHEDULES + LOGSNR_SCHEDULES)})")
+        if self.schedule in LOGSNR_SCHEDULES and not self.logsnr_min < self.logsnr_max:  # also false for NaN
+            raise FdmError(f"log-SNR schedule needs logsnr_min < logsnr_max (got {self.logsnr_min}, "
+                           f"{self.logsnr_max})")
         if self.prediction not in PREDICTIONS:
             raise FdmError(f"unknown prediction type {self.prediction!r} (known: {', '.join(PREDICTIONS)})")
         if self.num_steps < 1:
@@ -51,6 +64,28 @@ def cosine_betas(n: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Ten
     return torch.tensor([min(1 - f(i + 1) / f(i), max_beta) for i in range(n)], dtype=torch.float64)
 
 
+def logsnr_grid(schedule: str, n: int, logsnr_min: float, logsnr_max: float) -> torch.Tensor:
+    """The log-SNR a continuous-time model sees at each of our timesteps 0..n-1, float32 [n].
+
+    video_diffusion tabulates lambda(u) at u = k/n, k = 0..n (cosine: lambda = -2 log tan(a u + b),
+    lambda(0) = logsnr_max, lambda(1) = logsnr_min; linear in u otherwise), in float32. Its
+    sampler's step i (i = n-1 .. 0) runs the network at u = (i+1)/n, looked up as entry
+    int(float32((i+1)/n) * n): our timestep i is that entry, computed the same way so the
+    network sees the very values it saw there (the float32 product can land one entry low).
+    """
+    u = torch.linspace(0, 1, n + 1, dtype=torch.float32)
+    if schedule == "logsnr-cosine":
+        b = math.atan(math.exp(-0.5 * logsnr_max))
+        a = math.atan(math.exp(-0.5 * logsnr_min)) - b
+        table = -2.0 * torch.log(torch.tan(a * u + b))
+    elif schedule == "logsnr-linear":
+        table = logsnr_max + (logsnr_min - logsnr_max) * u
+    else:
+        raise FdmError(f"{schedule!r} is not a log-SNR schedule (known: {', '.join(LOGSNR_SCHEDULES)})")
+    entry = ((torch.arange(1, n + 1) / n) * n).long().clamp(0, n)
+    return table[entry]
+
+
 class NoiseSchedule:
     """alpha_bar and friends for one DiffusionConfig. Tables are float64 on the CPU."""
 
@@ -58,8 +93,12 @@ class NoiseSchedule:
         self.config = config or DiffusionConfig()
         if betas is None:
             c = self.config
-            betas = (linear_betas(c.num_steps, c.beta_start, c.beta_end) if c.schedule == "linear"
-                     else cosine_betas(c.num_steps))
+            if c.schedule in LOGSNR_SCHEDULES:
+                ab = torch.sigmoid(logsnr_grid(c.schedule, c.num_steps, c.logsnr_min, c.logsnr_max).double())
+                betas = 1 - ab / torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
+            else:
+                betas = (linear_betas(c.num_steps, c.beta_start, c.beta_end) if c.schedule == "linear"
+                         else cosine_betas(c.num_steps))
         self.betas = betas.to(torch.float64)
         self.alphas_cumprod = torch.cumprod(1 - self.betas, 0)  # [N]
         self.log_snrs = torch.log(self.alphas_cumprod / (1 - self.alphas_cumprod))  # [N], decreasing

@@ -72,4 +72,4 @@ def model_preset(model: str, preset: str):
 
 
 # Imported last so `import fdm_engine.models` registers the built-in models (they need MODELS).
-from fdm_engine.models import fdm_unet, ramvid_unet, unet3d, vdm_unet  # noqa: F401
+from fdm_engine.models import fdm_unet, ramvid_unet, unet3d, vd_unet, vdm_unet  # noqa: F401
