@@ -95,6 +95,30 @@ def sampler_options(f):
                         help="Job sampler: exact (draw from the exact conditional) or a real one (ddpm, ddim, ...).")(f)
 
 
+def history_options(f):
+    f = click.option("--history-drop", default=default("history_drop"), show_default=True,
+                     help="History guidance: what the reduced prediction leaves out (all | keep-nearest:N).")(f)
+    return click.option("--history-guidance", type=float, default=default("history_guidance"), show_default=True,
+                        help="History guidance weight W, as `fdm sample` (needs a real --sampler); 0 = off.")(f)
+
+
+def _guided(oracle, weight: float, drop: str, sampler, context_noise: float | None = None):
+    """The oracle under history guidance (None when W = 0); it needs a real sampler to run it."""
+    from fdm_engine.history_guidance import HistoryGuidance, check_weight, parse_drop
+    from fdm_engine.sample_config import CONTEXT_HIDES_HISTORY
+
+    check_weight(weight)
+    parse_drop(drop)
+    if weight == 0:
+        return None
+    if context_noise is not None:
+        raise FdmError(f"--history-guidance with --context-noise {context_noise:g}: {CONTEXT_HIDES_HISTORY}")
+    if sampler is None:
+        raise FdmError(f"--history-guidance {weight:g} guides a denoiser, and --sampler exact runs none: "
+                       f"choose a real --sampler (e.g. {default('sampler')})")
+    return HistoryGuidance(oracle, weight, drop)
+
+
 @click.group("eval")
 def eval_():
     """Evaluate schemes and samplers exactly on the GP oracle, and sampled videos against ground truth
@@ -111,9 +135,10 @@ def eval_():
                    f"sampler: --sampler, or {MC_SAMPLER[0]} {MC_SAMPLER[1]} {MC_SAMPLER[2]} when exact).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Monte-Carlo seed.")
 @scheme_level_options
+@history_options
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 def scheme_cmd(scheme, length, n_obs, max_frames, step_size, oracle_spec, sampler, steps, spacing, eta, mc, seed,
-               as_json, context_noise, **levels):
+               as_json, context_noise, history_guidance, history_drop, **levels):
     """Exact KL(SCHEME's joint || true GP joint) for one pixel, with the oracle as the model.
 
     Per-frame schemes (df-*, fifo, ar-step) need a real --sampler: they plan on its steps."""
@@ -127,13 +152,16 @@ def scheme_cmd(scheme, length, n_obs, max_frames, step_size, oracle_spec, sample
         raise FdmError(f"{scheme} moves frames part-way between jobs: give a real --sampler (e.g. --sampler "
                        f"{MC_SAMPLER[0]}), whose steps it plans on")
     options = _levels(steps, **levels)
-    extra = {"options": options, "context_noise": context_noise}
+    guided = _guided(oracle, history_guidance, history_drop, chosen, context_noise)
+    extra = {"options": options, "context_noise": context_noise, "denoiser": guided}
     # A scheme without a fixed plan (adaptive) has no exact score, only a Monte-Carlo one.
     adaptive = job_source(scheme, length, n_obs, max_frames, step_size).fixed_plan is None
     if adaptive and mc is None:
         raise FdmError(f"{scheme} picks observed frames from the video at run time: it has no exact score; "
                        f"use --monte-carlo N")
     result = {"scheme": scheme, "oracle": oracle.config.to_dict()}
+    if guided is not None:
+        result["history_guidance"] = {"weight": history_guidance, "drop": history_drop}
     static_name = scheme
     if not adaptive:
         result.update(score_scheme(scheme, length, n_obs, max_frames, step_size, oracle=oracle,
@@ -167,6 +195,9 @@ def _print_scheme(r: dict) -> None:
         ctx = "" if r.get("context_noise") is None else f", context noise {r['context_noise']:g}"
         click.echo(f"{r['scheme']}: T={r['length']}, n_obs={r['n_obs']}, K={r['max_frames']}, S={r['step_size']}, "
                    f"{r['jobs']} jobs{nfe}, sampler {r['sampler']}{ctx}")
+        if r.get("history_guidance"):
+            h = r["history_guidance"]
+            click.echo(f"history guidance: W = {h['weight']:g}, reduced history drops {h['drop']}")
         click.echo(f"exact KL:        {r['kl']:.6g} nats per pixel ({r['kl_per_frame']:.4g} per generated frame)")
         click.echo(f"variance ratio:  {r['variance_ratio_min']:.4f} .. {r['variance_ratio_max']:.4f} "
                    "(generated frames)")

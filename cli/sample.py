@@ -46,6 +46,14 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--block-size", type=int, default=default("block_size"), help="ar-step: frames that start together.")
 @click.option("--ar-step", type=int, default=default("ar_step"),
               help="ar-step: calls between the starts of consecutive blocks.")
+@click.option("--history-guidance", type=float, default=default("history_guidance"),
+              help="History guidance weight W (DFoT): pred = full + W (full - reduced), the predictions "
+                   "with the job's whole history and with --history-drop's frames left out, both in one "
+                   "network call of twice the rows. 0 = off. For models trained on random observed "
+                   "subsets (fdm).")
+@click.option("--history-drop", default=default("history_drop"),
+              help="History the reduced prediction leaves out: all (no history: vanilla history guidance), "
+                   "or keep-nearest:N (all but the N observed frames nearest the job's latent frames).")
 @click.option("--num-videos", type=int, default=default("num_videos"), help="Videos to sample.")
 @click.option("--batch-size", type=int, default=default("batch_size"),
               help="Jobs per network call (0 = 2 on CPU, 32 on GPU).")

@@ -32,6 +32,8 @@ class SampleConfig(Config):
     spacing: str = "logsnr"  # measured best on the oracle (tests/test_samplers.py)
     eta: float = 0.0  # DDIM only: 0 deterministic, 1 DDPM-like
     clip_denoised: bool | None = None  # None: the model's default (denoisers.default_clip_denoised)
+    history_guidance: float = 0.0  # W of history guidance (fdm_engine/history_guidance.py); 0 = off
+    history_drop: str = "all"  # which history the reduced prediction drops: all | keep-nearest:N
     num_videos: int = 1
     batch_size: int = 0  # 0: 2 on CPU (measured best there), 32 on GPU
     videos_in_flight: int = 0  # 0: enough videos to fill the batches (= the batch size)
@@ -86,11 +88,29 @@ def _problems(cfg: SampleConfig):
     if cfg.context_noise is not None and (not isinstance(cfg.context_noise, (int, float))
                                           or not math.isfinite(cfg.context_noise) or cfg.context_noise < 0):
         yield f"--context-noise {cfg.context_noise!r}: must be a timestep >= 0"
+    yield from _history_problems(cfg)
     if cfg.precision not in PRECISIONS:
         yield f"--precision {cfg.precision!r}: choose from {', '.join(PRECISIONS)}"
     if cfg.device != "auto":
         yield from _device_problem(cfg.device)
     yield from _registry_problems(cfg)
+
+
+# Context noise shows the history as noised latent slots, not `observed` ones: history guidance
+# would find no history to drop and silently be the unguided model (docs/denoiser.md).
+CONTEXT_HIDES_HISTORY = "the history then reaches the model as noised frames, not observed ones, so there is none to guide by; use one of them"
+
+
+def _history_problems(cfg: SampleConfig):
+    from fdm_engine.history_guidance import check_weight, parse_drop
+
+    for check, value in ((check_weight, cfg.history_guidance), (parse_drop, cfg.history_drop)):
+        try:
+            check(value)
+        except FdmError as e:
+            yield str(e)
+    if cfg.history_guidance and cfg.context_noise is not None:
+        yield f"--history-guidance with --context-noise {cfg.context_noise:g}: {CONTEXT_HIDES_HISTORY}"
 
 
 def _device_problem(device: str):

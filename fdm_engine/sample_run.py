@@ -1,7 +1,7 @@
 """One sampling run: resolve -> build -> execute -> write (docs/sampling.md).
 
 - resolve: the device, K (frames per job), batch size, videos in flight and precision;
-- build: the denoiser with its wrappers (precision, reconstruction guidance), the sampler, the
+- build: the denoiser with its wrappers (precision, reconstruction guidance, history guidance), the sampler, the
   job source and the executor; `fdm sample` and training-time sampling share this step;
 - execute: videos stream through the executor, at most `videos_in_flight` at once;
 - write: each video's outputs as soon as it is complete, then it is released.
@@ -32,6 +32,7 @@ from fdm_engine.executor import Counters, Executor, OpenVideo
 from fdm_engine.files import write_text_atomic
 from fdm_engine.run_lock import run_folder_lock
 from fdm_engine.guidance import for_checkpoint
+from fdm_engine.history_guidance import with_history_guidance
 from fdm_engine.precision import resolve_precision, with_precision
 from fdm_engine.sample_config import SampleConfig
 from fdm_engine.sample_state import BadState, RunState
@@ -110,7 +111,8 @@ class SamplingRun:
 
 
 def build(cfg: SampleConfig, loaded, device: torch.device) -> SamplingRun:
-    """The run's denoiser (network -> precision -> guidance), sampler, job source and executor."""
+    """The run's denoiser (network -> precision -> reconstruction guidance -> history guidance),
+    sampler, job source and executor."""
     k = resolve_frames(cfg, loaded)
     batch = cfg.batch_size or (32 if device.type == "cuda" else 2)
     precision = resolve_precision(cfg.precision, device, exact=loaded.model_name == "oracle")
@@ -123,6 +125,7 @@ def build(cfg: SampleConfig, loaded, device: torch.device) -> SamplingRun:
     # vdm/ssm were trained unconditionally: their checkpoints ask for reconstruction guidance.
     denoiser = for_checkpoint(loaded, schedule, seed=cfg.seed,
                               network=with_precision(loaded.model, precision, device))
+    denoiser = with_history_guidance(denoiser, cfg.history_guidance, cfg.history_drop)
     executor = Executor(denoiser, sampler, batch_size=batch, seed=cfg.seed, device=device,
                         context_noise=cfg.context_noise)
     return SamplingRun(cfg, k, batch, cfg.videos_in_flight or batch, precision, device, cond, source, executor)

@@ -5,7 +5,9 @@
 
 By default each job draws its latent frames from the exact conditional, so what is scored is the
 scheme alone. Pass `sampler=` to score the scheme run with that real sampler (its maps measured by
-`sampler_map`), i.e. exactly what `fdm sample` with the oracle produces.
+`sampler_map`), i.e. exactly what `fdm sample` with the oracle produces. `denoiser=` is what that
+sampler runs instead of the bare oracle (a wrapper of it that stays linear, such as history
+guidance: fdm_engine/history_guidance.py); the truth is still the oracle's GP.
 
 Adaptive schemes choose observed frames from the pixels of the video, so their output is neither
 Gaussian nor independent across pixels: they have no exact score. `monte_carlo_scheme` samples any
@@ -101,11 +103,12 @@ def static_plan(scheme: str, length: int, n_obs: int, max_frames: int, step_size
 
 def score_scheme(scheme: str, length: int, n_obs: int, max_frames: int, step_size: int | None = None, *,
                  oracle, sampler: Sampler | None = None, options: LevelOptions | None = None,
-                 context_noise: float | None = None) -> SchemeScore:
+                 context_noise: float | None = None, denoiser=None) -> SchemeScore:
     """Exact KL and per-frame / per-distance covariance errors of a static scheme with the oracle.
 
     Per-frame schemes (docs/perframe.md) need a real sampler (their partial jobs have no "exact
-    conditional"); they plan on its grid. `context_noise` shows observed frames at that timestep."""
+    conditional"); they plan on its grid. `context_noise` shows observed frames at that timestep.
+    `denoiser`: what the sampler runs instead of the oracle (a linear wrapper of it)."""
     check_covariances(length)
     if get_scheme(scheme).per_frame and sampler is None:
         raise FdmError(f"{scheme} moves frames part-way between jobs: score it with a real --sampler "
@@ -118,10 +121,13 @@ def score_scheme(scheme: str, length: int, n_obs: int, max_frames: int, step_siz
         check_context_noise(context_noise, sampler)
     sigma = oracle.covariance(torch.arange(length))  # [T, T]
     chol = cholesky_or_fail(sigma, f"the true {length}-frame covariance of {oracle.config.kernel}")
+    if denoiser is not None and sampler is None:
+        raise FdmError("a guided denoiser needs a real sampler (the exact conditional runs no denoiser): pass --sampler")
+    model = oracle if denoiser is None else denoiser
     if p.per_frame:
-        joint = propagate_levels(p, sigma, oracle, sampler, context_noise)
+        joint = propagate_levels(p, sigma, model, sampler, context_noise)
     else:
-        joint = propagate(p, sigma, mapper_for(oracle, sampler, context_noise))
+        joint = propagate(p, sigma, mapper_for(model, sampler, context_noise))
     kl = gaussian_kl(joint.mean, joint.cov, sigma, joint.logdet, chol_sigma=chol)
     signed, absolute = error_by_distance(joint.cov, sigma, n_obs)
     steps = None if sampler is None else len(sampler.trajectory()) - 1
@@ -161,7 +167,7 @@ def score_schemes(names: list[str], length: int, n_obs: int, max_frames: int, st
 def monte_carlo_scheme(scheme: str, length: int, n_obs: int, max_frames: int, step_size: int | None = None, *,
                        oracle, sampler: Sampler, num_videos: int, seed: int = 0,
                        batch_size: int = 64, options: LevelOptions | None = None,
-                       context_noise: float | None = None) -> KLEstimate:
+                       context_noise: float | None = None, denoiser=None) -> KLEstimate:
     """Sample `num_videos` oracle videos through the Executor with `sampler`; every pixel's time
     series is one sample of the joint. Returns the bias-corrected KL estimate with its error bar."""
     from fdm_engine.executor import Executor, SamplingState
@@ -179,7 +185,8 @@ def monte_carlo_scheme(scheme: str, length: int, n_obs: int, max_frames: int, st
     given = (oracle.sample_prior(num_videos, n_obs, generator=g) if n_obs
              else torch.zeros(num_videos, 0, c.channels, c.size, c.size))
     state = SamplingState.start(given, length)
-    executor = Executor(oracle, sampler, batch_size=batch_size, seed=seed, context_noise=context_noise)
+    executor = Executor(oracle if denoiser is None else denoiser, sampler, batch_size=batch_size, seed=seed,
+                        context_noise=context_noise)
     options = level_options(sampler, options)
     executor.run(job_source(scheme, length, n_obs, max_frames, step_size, options=options), state)
     return kl_estimate(pixel_series(state.buffer), oracle.covariance(torch.arange(length)))

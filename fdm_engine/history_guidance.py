@@ -1,0 +1,114 @@
+"""History guidance (Song et al. 2025, "History-Guided Video Diffusion", DFoT): a wrapper under the
+denoiser contract (docs/denoiser.md) that extrapolates from a prediction made with less history
+towards the one made with all of it.
+
+For each job, `drop` picks which of its observed frames (its history) the reduced prediction does
+without. The network sees the job twice, in one call of 2B rows: as given (pred_full) and with the
+dropped frames turned into padding (valid = False, so no real frame's output depends on them;
+pred_reduced). On latent frames the wrapper returns
+
+    pred = pred_full + W (pred_full - pred_reduced)
+
+in the model's prediction type. The conversions between eps, x0 and v at one x_t are affine in the
+prediction and the weights (1 + W, -W) sum to 1, so this is the same combination of x0 estimates
+(and of eps, of v). W = 0 is the unguided model; DFoT's guidance scale is omega = 1 + W.
+Observed frames keep pred_full. It is linear in the model's outputs, so it stays exact with the
+oracle.
+
+Drops (registry `HISTORY_DROPS`, spec `name[:N]`):
+- `all`: every observed frame (DFoT's vanilla history guidance: full history vs none);
+- `keep-nearest:N`: all but the N observed frames nearest in time to the job's latent frames,
+  so the guidance is towards what the long-range history adds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from fdm_engine.errors import FdmError
+from fdm_engine.precision import expose_model_attributes
+from fdm_engine.registry import Registry
+
+# (observed [B, F] bool, frame_indices [B, F], latent [B, F] bool, N) -> dropped [B, F] bool
+Drop = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int | None], torch.Tensor]
+HISTORY_DROPS: Registry = Registry("history drop", group="fdm.history_drops")
+
+
+@HISTORY_DROPS.register("all")
+def drop_all(observed, frame_indices, latent, n=None):
+    return observed.clone()
+
+
+@HISTORY_DROPS.register("keep-nearest")
+def drop_all_but_nearest(observed, frame_indices, latent, n):
+    # Distance of each frame to the job's nearest latent frame; the N smallest among the
+    # observed are kept (ties: the earlier slot).
+    idx = frame_indices.to(torch.float64)
+    gap = (idx[:, :, None] - idx[:, None, :]).abs()  # [B, F, F]
+    gap = torch.where(latent[:, None, :], gap, torch.full_like(gap, math.inf)).amin(dim=2)  # [B, F]
+    gap = torch.where(observed, gap, torch.full_like(gap, math.inf))
+    order = torch.sort(gap, dim=1, stable=True).indices
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
+    return observed & (rank >= n)
+
+
+NEEDS_N = {"keep-nearest"}
+
+
+def parse_drop(spec: str) -> tuple[Drop, int | None]:
+    """'all' or 'keep-nearest:N' -> (drop function, N); FdmError naming --history-drop otherwise."""
+    name, sep, count = str(spec).partition(":")
+    if name not in HISTORY_DROPS:
+        raise FdmError(f"--history-drop {spec!r}: unknown (choose from all, keep-nearest:N)")
+    if name not in NEEDS_N:
+        if sep:
+            raise FdmError(f"--history-drop {spec!r}: {name} takes no :N")
+        return HISTORY_DROPS.get(name), None
+    if not count.isdigit():
+        raise FdmError(f"--history-drop {spec!r}: {name} needs a frame count, e.g. {name}:2")
+    return HISTORY_DROPS.get(name), int(count)
+
+
+def check_weight(weight) -> None:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        raise FdmError(f"--history-guidance {weight!r}: must be a finite number >= 0 (0 = off)")
+
+
+class HistoryGuidance(nn.Module):
+    """model(x, frame_indices, noise_levels, observed, valid) guided by its full history.
+
+    `weight` is W (0 = the model itself); `drop` a spec of HISTORY_DROPS.
+    """
+
+    def __init__(self, model: nn.Module, weight: float, drop: str = "all"):
+        super().__init__()
+        check_weight(weight)
+        self.model = model
+        self.weight = float(weight)
+        self.drop, self.count = parse_drop(drop)
+        expose_model_attributes(self, model)
+
+    def forward(self, x, frame_indices, noise_levels, observed, valid=None):
+        """x [B, F, C, H, W]; frame_indices, noise_levels, observed, valid [B, F]."""
+        real = torch.ones_like(observed) if valid is None else valid
+        latent = real & ~observed
+        dropped = self.drop(observed & real, frame_indices, latent, self.count) & observed & real
+        if not bool(dropped.any()):
+            return self.model(x, frame_indices, noise_levels, observed, valid=valid)
+        B = x.shape[0]
+        out = self.model(torch.cat([x, x]), torch.cat([frame_indices, frame_indices]),
+                         torch.cat([noise_levels, noise_levels]), torch.cat([observed, observed & ~dropped]),
+                         valid=torch.cat([real, real & ~dropped]))
+        full, reduced = out[:B], out[B:]
+        guided = full + self.weight * (full - reduced)
+        return torch.where(latent[:, :, None, None, None], guided, full)
+
+
+def with_history_guidance(model: nn.Module, weight: float, drop: str = "all") -> nn.Module:
+    """`model` under history guidance of weight W; the model itself when W = 0."""
+    check_weight(weight)
+    return model if weight == 0 else HistoryGuidance(model, weight, drop)
