@@ -137,6 +137,19 @@ def test_exact_kl_of_a_guided_scheme_agrees_with_monte_carlo():
     assert exact > plain + 10 * est.se
 
 
+@pytest.mark.parametrize("scheme", ["df-pyramid", "fifo"])
+def test_guided_per_frame_schemes_exact_agrees_with_monte_carlo(scheme):
+    """Jobs whose frames sit at different levels: the wrapper guides every moving frame, and the
+    per-frame exact score runs it too."""
+    o = oracle(size=8, period=24, lengthscale=8)
+    s = make_sampler("ddpm", SCHED, 6)
+    guided = HistoryGuidance(o, 1.0, "all")
+    exact = score_scheme(scheme, 12, 3, 6, 3, oracle=o, sampler=s, denoiser=guided).kl
+    est = monte_carlo_scheme(scheme, 12, 3, 6, 3, oracle=o, sampler=s, num_videos=24, seed=1, denoiser=guided)
+    assert est.agrees(exact), (est, exact)
+    assert exact > 1.02 * score_scheme(scheme, 12, 3, 6, 3, oracle=o, sampler=s).kl  # guidance moved it
+
+
 def test_keep_nearest_with_all_the_history_is_the_unguided_model():
     s = make_sampler("ddim", SCHED, 4)
     assert torch.equal(sample(oracle(), s), sample(HistoryGuidance(oracle(), 3.0, "keep-nearest:99"), s))
