@@ -144,6 +144,11 @@ CASES = [
      "--history-guidance -1"),
     ("sample-history-drop-unknown", [*SAMPLE, "--history-guidance", "1", "--history-drop", "oldest", "--out",
                                      "{root}/o"], "--history-drop 'oldest'"),
+    ("sample-history-context-noise", [*SAMPLE, "--history-guidance", "1", "--context-noise", "50", "--out",
+                                      "{root}/o"], "--context-noise 50"),
+    ("eval-scheme-history-context-noise", ["eval", "scheme", "autoreg", "--length", "40", "--n-obs", "4",
+                                           "--sampler", "ddim", "--history-guidance", "1", "--context-noise", "50"],
+     "--context-noise 50"),
     ("sample-history-drop-no-count", [*SAMPLE, "--history-guidance", "1", "--history-drop", "keep-nearest",
                                       "--out", "{root}/o"], "keep-nearest:2"),
     # convert
