@@ -15,7 +15,8 @@ from cli_helpers import run_fdm
 from fdm_engine.checkpoint import load_checkpoint
 from fdm_engine.errors import FdmError
 from fdm_engine.published import (PUBLISHED_FORMATS, LoadedPublished, PublishedFormat, detect_format,
-                                  load_published, parse_flags, read_published)
+                                  load_published, read_published)
+from fdm_engine.published.keymap import flags_like, parse_flags
 from fdm_engine.models.attention_published import masked_group_norm
 from fdm_engine.models.fdm_unet import FDMUNetConfig, network_timesteps
 from fdm_engine.published.fdm import published_key
@@ -247,7 +248,7 @@ def test_unknown_from_and_stray_flags(capsys, ckpt, tmp_path):
     assert "pass --from NAME" in err
     err = _cli_error(capsys, "convert", ckpt, tmp_path / "x.safetensors", "--from", "fdm",
                      "--flags", "--image_size")
-    assert "--image_size has no value" in err
+    assert "--image_size needs a value" in err
     err = _cli_error(capsys, "convert", ckpt, tmp_path / "x.safetensors", "--from", "fdm",
                      "--flags", "--num_chanels 64")
     assert "unknown flag --num_chanels" in err
@@ -257,12 +258,15 @@ def test_flags_override_the_saved_config(ckpt, tmp_path):
     """--flags re-types values like the published defaults (here: a wrong override fails on shapes)."""
     with pytest.raises(FdmError, match=r"has shape \[128, 32\] in the file but \[256, 64\]"):
         read_published(ckpt, "fdm", flags="--num_channels 64")
-    cfg = parse_flags(ckpt, "--learn_sigma yes --dropout=0.1 --attention_resolutions 8", fdm_published_config())
+    def parse(text, defaults):
+        return parse_flags(text, flags_like(defaults), f"{ckpt}: --flags")
+
+    cfg = parse("--learn_sigma yes --dropout=0.1 --attention_res 8", fdm_published_config())  # a unique prefix
     assert cfg["learn_sigma"] is True and cfg["dropout"] == 0.1 and cfg["attention_resolutions"] == "8"
-    with pytest.raises(FdmError, match="--num_channels expects int"):
-        parse_flags(ckpt, "--num_channels wide", fdm_published_config())
-    lists = parse_flags(ckpt, "--device_ids 0 1 2 --temporal_layer 'bi-s4d' --dims=4",
-                        {"device_ids": [0], "temporal_layer": "attn", "dims": [1, 2]})
+    with pytest.raises(FdmError, match="--num_channels 'wide' is not a valid value"):
+        parse("--num_channels wide", fdm_published_config())
+    lists = parse("--device_ids 0 1 2 --temporal_layer 'bi-s4d' --dims=4",
+                  {"device_ids": [0], "temporal_layer": "attn", "dims": [1, 2]})
     assert lists == {"device_ids": [0, 1, 2], "temporal_layer": "bi-s4d", "dims": [4]}
 
 

@@ -343,3 +343,15 @@ def test_cli_refuses_a_pickle_that_would_run_code(capsys, tmp_path, fmt):
     err = _cli_error(capsys, "convert", bad, tmp_path / "x.safetensors", "--from", fmt, "--flags", "--seed 1")
     assert str(bad) in err and "could run code" in err
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("args,dash,needle", [
+    ({"use_scale_shift_norm": False, "num_heads_upsample": -1, "num_heads": 4}, "--", "--use_scale_shift_norm False"),
+    ({"use_scale_shift_norm": True, "num_heads_upsample": 2, "num_heads": 4}, "", "num_heads_upsample 2 differs from "
+                                                                                 "num_heads 4"),
+])
+def test_improved_diffusion_refusals_are_shared(args, dash, needle):
+    """FDM (settings from the file) and RaMViD (from --flags) refuse the same UNet settings, spelled their way."""
+    with pytest.raises(FdmError, match=needle):
+        keymap.refuse_unsupported_unet_flags("src.pt", args, dash)
+    keymap.refuse_unsupported_unet_flags("src.pt", {**args, "use_scale_shift_norm": True, "num_heads_upsample": -1})

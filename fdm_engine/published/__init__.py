@@ -9,7 +9,8 @@ takes. It subclasses `PublishedFormat` and implements
 - `path`: the user's file. Read it only with `load_pickle(path)` (torch.load(weights_only=True):
   tensors and plain containers; a pickle that needs anything else is refused, nothing runs).
 - `flags`: the `--flags "..."` string (the published training script's arguments) or None;
-  `parse_flags(path, flags, defaults)` turns it into a dict typed like the published defaults.
+  `keymap.parse_flags(flags, spec, what)` turns it into the published arguments by argparse's
+  rules (`keymap.flags_like(defaults)` types a spec like the published defaults).
 - `config_file`: the `--config FILE.yaml` path or None.
 - Set the class attributes `needs = "flags"` or `"config"` (checked before `read` is called, with
   `needs_hint` in the message) and `description` (one line for `--help`); override
@@ -30,7 +31,6 @@ plus one import line at the bottom of this file.
 from __future__ import annotations
 
 import dataclasses
-import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -91,62 +91,6 @@ def load_pickle(path: Path) -> Any:
     if not path.is_file():
         raise FdmError(f"{path}: not a file")
     return read_torch_file(path, mmap=True)
-
-
-def parse_flags(path: Path, flags: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    """`--name value` / `--name=value` pairs -> `defaults` updated, each value typed like its
-    default (bools accept true/false/yes/no/1/0, as the published str2bool; a list default takes
-    every word up to the next --flag, typed like its first item). Unknown names and values that
-    do not parse are FdmErrors naming the flag."""
-    out = dict(defaults)
-    try:
-        words = shlex.split(flags)
-    except ValueError as e:
-        raise FdmError(f"{path}: --flags {flags!r}: {e}") from None
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if not word.startswith("--") or word == "--":
-            raise FdmError(f"{path}: --flags: expected --name value, got {word!r}")
-        name, eq, value = word[2:].partition("=")
-        name = name.replace("-", "_")
-        if name not in defaults:
-            raise FdmError(f"{path}: --flags: unknown flag --{name} (known: "
-                           f"{', '.join('--' + k for k in sorted(defaults))})")
-        default = defaults[name]
-        if isinstance(default, (list, tuple)):  # nargs="+": the words up to the next --flag
-            values = [value] if eq else []
-            while not eq and i + 1 < len(words) and not words[i + 1].startswith("--"):
-                values, i = values + [words[i + 1]], i + 1
-            if not values:
-                raise FdmError(f"{path}: --flags: --{name} has no value")
-            item = default[0] if default else ""
-            out[name] = [_typed(path, name, v, item) for v in values]
-            i += 1
-            continue
-        if not eq:
-            if i + 1 >= len(words):
-                raise FdmError(f"{path}: --flags: --{name} has no value")
-            value, i = words[i + 1], i + 1
-        i += 1
-        out[name] = _typed(path, name, value, default)
-    return out
-
-
-def _typed(path: Path, name: str, value: str, default: Any) -> Any:
-    if isinstance(default, bool):
-        low = value.lower()
-        if low in ("yes", "true", "t", "y", "1"):
-            return True
-        if low in ("no", "false", "f", "n", "0"):
-            return False
-        raise FdmError(f"{path}: --flags: --{name} expects a boolean (got {value!r})")
-    if default is None or isinstance(default, str):
-        return value
-    try:
-        return type(default)(value)
-    except ValueError:
-        raise FdmError(f"{path}: --flags: --{name} expects {type(default).__name__} (got {value!r})") from None
 
 
 def fit_state_dict(path: Path, model: nn.Module, published: dict[str, Any],

@@ -19,8 +19,8 @@ import torch
 from fdm_engine.diffusion.schedule import DiffusionConfig
 from fdm_engine.errors import FdmError
 from fdm_engine.models.fdm_unet import DEFAULT_CHANNEL_MULT, FDMUNet, FDMUNetConfig
-from fdm_engine.published import (PUBLISHED_FORMATS, LoadedPublished, PublishedFormat, fit_state_dict,
-                                  load_pickle, parse_flags)
+from fdm_engine.published import PUBLISHED_FORMATS, LoadedPublished, PublishedFormat, fit_state_dict, load_pickle
+from fdm_engine.published.keymap import flags_like, parse_flags, refuse_unsupported_unet_flags
 
 # The published training script's model and diffusion defaults (used where "config" lacks a key).
 DEFAULTS: dict[str, Any] = {
@@ -78,7 +78,7 @@ class FdmFormat(PublishedFormat):
         saved = obj.get("config") if isinstance(obj.get("config"), dict) else {}
         cfg = {**DEFAULTS, **{k: v for k, v in saved.items() if k in DEFAULTS}}
         if flags:
-            cfg = parse_flags(path, flags, cfg)
+            cfg = parse_flags(flags, flags_like(cfg), f"{path}: --flags")
         model_config, notes = _model_config(path, cfg)
         state = dict(obj["state_dict"])
         if cfg["learn_sigma"]:
@@ -116,11 +116,7 @@ def _model_config(path: Path, cfg: dict[str, Any]) -> tuple[FDMUNetConfig, list[
                        f"{', '.join(map(str, sorted(DEFAULT_CHANNEL_MULT)))})")
     if not cfg["use_rpe_net"]:
         raise FdmError(f"{path}: use_rpe_net False: the published code cannot build that model either")
-    if not cfg["use_scale_shift_norm"]:
-        raise FdmError(f"{path}: use_scale_shift_norm False is not supported (fdm's ResBlocks scale-shift)")
-    if cfg["num_heads_upsample"] not in (-1, cfg["num_heads"]):
-        raise FdmError(f"{path}: num_heads_upsample {cfg['num_heads_upsample']} differs from num_heads "
-                       f"{cfg['num_heads']}; fdm uses one head count")
+    refuse_unsupported_unet_flags(str(path), cfg)
     try:
         factors = [size // int(r) for r in str(cfg["attention_resolutions"]).split(",")]
     except (ValueError, ZeroDivisionError):

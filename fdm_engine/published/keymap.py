@@ -45,12 +45,30 @@ class Flag:
 
 
 def flags_like(defaults: dict[str, Any]) -> dict[str, Flag]:
-    """Flags typed the way improved-diffusion's `add_dict_to_argparser` types its defaults."""
+    """Flags typed the way improved-diffusion's `add_dict_to_argparser` types its defaults (a list
+    default takes every word up to the next --flag, typed like its first item)."""
     out = {}
     for k, v in defaults.items():
-        kind = str if v is None else str2bool if isinstance(v, bool) else type(v)
-        out[k] = Flag(v, kind)
+        if isinstance(v, (list, tuple)):
+            out[k] = Flag(list(v), _kind(v[0] if v else ""), many=True)
+        else:
+            out[k] = Flag(v, _kind(v))
     return out
+
+
+def _kind(v: Any) -> Callable[[str], Any]:
+    return str if v is None else str2bool if isinstance(v, bool) else type(v)
+
+
+def refuse_unsupported_unet_flags(where: str, args: dict[str, Any], dash: str = "") -> None:
+    """The improved-diffusion UNet settings our ports do not reproduce (FDM and RaMViD share them):
+    ResBlocks without scale-shift, and a different head count on the up path. `dash` is "--" when
+    `args` came from flags, "" when from a saved config."""
+    if not args["use_scale_shift_norm"]:
+        raise FdmError(f"{where}: {dash}use_scale_shift_norm False is not supported (fdm's ResBlocks scale-shift)")
+    if args["num_heads_upsample"] not in (-1, args["num_heads"]):
+        raise FdmError(f"{where}: {dash}num_heads_upsample {args['num_heads_upsample']} differs from "
+                       f"{dash}num_heads {args['num_heads']}; fdm uses one head count")
 
 
 def parse_flags(text: str | None, spec: dict[str, Flag], what: str) -> dict[str, Any]:

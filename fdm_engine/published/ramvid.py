@@ -27,7 +27,8 @@ from fdm_engine.errors import FdmError
 from fdm_engine.models.blocks import Downsample, ResBlock, Upsample
 from fdm_engine.models.ramvid_unet import JointAttention, RaMViDUNet, RaMViDUNetConfig
 from fdm_engine.published import PUBLISHED_FORMATS, LoadedPublished, PublishedFormat, load_pickle
-from fdm_engine.published.keymap import KeyMap, conv1x1_to_linear, flags_like, parse_flags, strip_prefix
+from fdm_engine.published.keymap import (KeyMap, conv1x1_to_linear, flags_like, parse_flags,
+                                         refuse_unsupported_unet_flags, strip_prefix)
 
 WHAT = "ramvid --flags"
 
@@ -61,11 +62,7 @@ def model_config(args: dict[str, Any], what: str = WHAT) -> RaMViDUNetConfig:
         raise FdmError(f"{what}: --image_size {size} is not one RaMViD builds (it has {sorted(CHANNEL_MULT)})")
     if args["class_cond"]:
         raise FdmError(f"{what}: --class_cond True (class-conditional RaMViD) is not supported")
-    if not args["use_scale_shift_norm"]:
-        raise FdmError(f"{what}: --use_scale_shift_norm False is not supported (our ResBlocks scale-shift)")
-    if args["num_heads_upsample"] not in (-1, args["num_heads"]):
-        raise FdmError(f"{what}: --num_heads_upsample {args['num_heads_upsample']} differs from --num_heads "
-                       f"{args['num_heads']}; not supported")
+    refuse_unsupported_unet_flags(what, args, dash="--")
     mults = CHANNEL_MULT[size]
     widths = {m * args["num_channels"] for m in mults} | {args["num_channels"]}
     if any(w % 32 for w in widths):
