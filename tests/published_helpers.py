@@ -51,6 +51,16 @@ def published_module(repo: str, module: str):
         pytest.skip(f"{repo}: cannot import {module} ({e}); install what it needs")
 
 
+class Payload:
+    """Unpickling this creates `marker`: what a hostile checkpoint would do, made harmless."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
 def random_state(shapes: dict[str, tuple[int, ...]], seed: int = 0, scale: float = 0.2) -> dict[str, torch.Tensor]:
     """Random tensors of the given shapes; norm weights near 1 so activations keep their scale."""
     g = torch.Generator().manual_seed(seed)

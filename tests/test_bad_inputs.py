@@ -74,28 +74,18 @@ def world(tmp_path_factory):
             "huge": root / "huge.safetensors", "afile": root / "afile", "samples": root / "samples", **vd}
 
 
-class _Payload:
-    """Unpickling this would create `marker`: a checkpoint that runs code, made harmless."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def _video_diffusion_files(folder: Path) -> dict[str, Path]:
     """A video_diffusion checkpoint and its config, a config of a wider model, a hostile pickle."""
     import torch
 
-    from published_helpers import to_yaml, vd_config, write_vd_published
+    from published_helpers import Payload, to_yaml, vd_config, write_vd_published
 
     folder.mkdir()
     ckpt, cfg = write_vd_published(folder)
     wide = vd_config(features=64)
     wide["diffusion"]["score_network"]["params"]["conditioning"]["projections"]["timestep"]["params"]["num_features"] = 64
     (folder / "wide.yaml").write_text(to_yaml(wide))
-    torch.save({"step": 1, "model_state_dict": {"x": _Payload(folder / "pwned")}, "config": {"diffusion": {}}},
+    torch.save({"step": 1, "model_state_dict": {"x": Payload(folder / "pwned")}, "config": {"diffusion": {}}},
                folder / "evil.pt")
     return {"vd_ckpt": ckpt, "vd_cfg": cfg, "vd_wide": folder / "wide.yaml", "vd_evil": folder / "evil.pt"}
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from fdm_engine.checkpoint import load_checkpoint, save_checkpoint
 from fdm_engine.errors import FdmError
 from cli_helpers import run_fdm
-from published_helpers import fdm_published_shapes, random_state
+from published_helpers import Payload as _Payload, fdm_published_shapes, random_state
 from fdm_engine.published import keymap, ramvid, ssm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -323,16 +323,6 @@ def test_cli_bad_inputs(capsys, tmp_path):
     assert str(ckpt) in err and "--from ssm needs --flags" in err
     err = _cli_error(capsys, "convert", ckpt, dst, "--from", "ssm", "--flags", SSM_FLAGS, "--config", src)
     assert "not --config" in err
-
-
-class _Payload:
-    """Unpickling this creates `marker`: what a hostile checkpoint would do, made harmless."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 @pytest.mark.parametrize("fmt", ["ramvid", "ssm"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,27 @@ def report(name: str, ours: torch.Tensor, theirs: torch.Tensor) -> float:
     return diff / scale
 
 
+class _Stub(types.ModuleType):
+    """Any attribute, any call: a module the published network imports but never uses."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Stub(name)
+
+    def __call__(self, *args, **kwargs):
+        return _Stub("call")
+
+
+def stub_missing(*names: str) -> None:
+    """Stand-ins for the modules in `names` that are not installed."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            sys.modules[name] = _Stub(name)
+
+
 # ---- RaMViD -----------------------------------------------------------------------------------
 
 
@@ -108,22 +130,7 @@ def test_ramvid_matches_published(flags):
 def import_ssm(folder: str):
     """The SSM repository's model module from `folder` ("" = the current code, "past_repo" = the
     paper's); its data / logging imports (torchvision, wandb) are stubbed: the network needs none."""
-    import types
-
-    class Stub(types.ModuleType):
-        def __getattr__(self, name):
-            if name.startswith("__"):
-                raise AttributeError(name)
-            return Stub(name)
-
-        def __call__(self, *args, **kwargs):
-            return Stub("call")
-
-    for name in ("torchvision", "torchvision.transforms", "torchvision.datasets", "wandb"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            sys.modules[name] = Stub(name)
+    stub_missing("torchvision", "torchvision.transforms", "torchvision.datasets", "wandb")
     for name in [m for m in sys.modules if m.startswith("video_diffusion_pytorch")]:
         del sys.modules[name]
     (wip,) = published(str(Path("SSM-Meets-Video-Diffusion-Models") / folder),
@@ -184,25 +191,9 @@ def import_video_diffusion():
     """Its diffusion module from the local copy; the text-encoder / image / summary imports it makes
     at module level (transformers, torchvision, torchinfo) are stubbed: the VDM network needs none.
     Its config helpers import PyYAML, which must be installed."""
-    import types
-
     pytest.importorskip("yaml", reason="the published video_diffusion code imports PyYAML")
-
-    class Stub(types.ModuleType):
-        def __getattr__(self, name):
-            if name.startswith("__"):
-                raise AttributeError(name)
-            return Stub(name)
-
-        def __call__(self, *args, **kwargs):
-            return Stub("call")
-
-    for name in ("transformers", "torchvision", "torchvision.transforms", "torchvision.transforms.v2",
-                 "torchvision.utils", "torchinfo"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            sys.modules[name] = Stub(name)
+    stub_missing("transformers", "torchvision", "torchvision.transforms", "torchvision.transforms.v2",
+                 "torchvision.utils", "torchinfo")
     ddpm, utils = published("video_diffusion", "video_diffusion.ddpm", "video_diffusion.utils")
     return ddpm, utils
 

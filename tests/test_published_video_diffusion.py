@@ -21,7 +21,7 @@ from fdm_engine.diffusion.schedule import DiffusionConfig, NoiseSchedule, logsnr
 from fdm_engine.errors import FdmError
 from fdm_engine.published import load_published
 from fdm_engine.published.yaml_subset import parse_yaml
-from published_helpers import to_yaml, vd_config, vd_published_shapes, write_vd_published
+from published_helpers import Payload, to_yaml, vd_config, write_vd_published
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -204,18 +204,10 @@ def test_other_families_and_missing_config(capsys, tmp_path):
     assert "not --flags" in err
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_refuses_a_pickle_that_would_run_code(capsys, tmp_path):
     _, cfg = write_vd_published(tmp_path)
     bad, marker = tmp_path / "diffusion-1.pt", tmp_path / "pwned"
-    torch.save({"step": 1, "model_state_dict": {"x": _Payload(marker)}, "config": {"diffusion": {}}}, bad)
+    torch.save({"step": 1, "model_state_dict": {"x": Payload(marker)}, "config": {"diffusion": {}}}, bad)
     err = _cli_error(capsys, "convert", bad, tmp_path / "x.safetensors", "--from", "video-diffusion", "--config", cfg)
     assert str(bad) in err and "could run code" in err and not marker.exists()
 
