@@ -214,6 +214,9 @@ CASES = [
     ("train-run-dir-is-file", [*TRAIN, "--run-dir", "{afile}"], "not a folder"),
     ("train-steps-negative", [*TRAIN, "--steps", "-1", "--run-dir", "{root}/r"], "--steps"),
     ("train-lr-negative", [*TRAIN, "--lr", "-1", "--run-dir", "{root}/r"], "--lr"),
+    ("train-noise-levels-unknown", [*TRAIN, "--noise-levels", "per-pixel", "--run-dir", "{root}/r"], "per-pixel"),
+    ("train-noise-levels-vdm", [*TRAIN, "--model", "vdm", "--noise-levels", "per-frame", "--run-dir", "{root}/r"],
+     "--noise-levels applies to --model fdm"),
     ("train-unknown-model", [*TRAIN, "--model", "gan", "--run-dir", "{root}/r"], "gan"),
     ("train-config-not-json", ["train", "--config", "{afile}"], "afile"),
     # eval

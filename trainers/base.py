@@ -68,6 +68,10 @@ class Trainer:
         """Frames per loader clip."""
         return self.frames
 
+    def level_draw(self) -> str:
+        """How the loss draws timesteps (fdm_engine.diffusion.loss.LEVEL_DRAWS): one per clip."""
+        return "per-clip"
+
     def make_batch(self, clips: torch.Tensor, rng: np.random.Generator) -> Batch:
         """clips [B, T, C, H, W] -> a Batch; every frame generated, none observed."""
         B, F = clips.shape[:2]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fdm_engine.config import Config
+from fdm_engine.diffusion.loss import LEVEL_DRAWS
 from fdm_engine.errors import FdmError
 from fdm_engine.sample_config import SampleConfig
 
@@ -53,6 +54,7 @@ class TrainConfig(Config):
     max_num_mask_frames: int | None = None  # ramvid
     temporal_layer: str | None = None  # ssm: attn | bi-s4d
     guidance_weight: float | None = None  # vdm, ssm: reconstruction guidance w_r when sampling
+    noise_levels: str | None = None  # fdm: per-clip (FDM) | per-frame (Diffusion Forcing)
     # Bookkeeping
     save_every: int | None = None
     keep_checkpoints: int | None = None  # newest N kept; 0 keeps all
@@ -75,7 +77,7 @@ DEFAULTS: dict[str, Any] = dict(
 )
 
 # Trainer options and the trainers that read them (anything else must leave them unset).
-TRAINER_OPTIONS = ("uncondition_rate", "max_num_mask_frames", "temporal_layer", "guidance_weight")
+TRAINER_OPTIONS = ("uncondition_rate", "max_num_mask_frames", "temporal_layer", "guidance_weight", "noise_levels")
 
 # Fields a resumed run may change; every other field must match the run's config.json.
 RESUME_FREE = ("steps", "save_every", "keep_checkpoints", "log_every", "sample_every", "sample_scheme",
@@ -144,5 +146,7 @@ def check(cfg: TrainConfig) -> None:
         raise FdmError(f"--autocast must be one of {', '.join(AUTOCAST)} (got {cfg.autocast!r})")
     if cfg.num_workers is not None and cfg.num_workers < 0:
         raise FdmError(f"--num-workers must be >= 0 (got {cfg.num_workers})")
+    if cfg.noise_levels is not None and cfg.noise_levels not in LEVEL_DRAWS:
+        raise FdmError(f"--noise-levels must be one of {', '.join(LEVEL_DRAWS.names())} (got {cfg.noise_levels!r})")
     if cfg.clip_length is not None and cfg.clip_length < 1:
         raise FdmError(f"--clip-length must be >= 1 (got {cfg.clip_length})")

@@ -23,7 +23,10 @@ from trainers.presets import Preset, register_preset
 class FDMTrainer(Trainer):
     name = "fdm"
     # improved-diffusion / FDM: AdamW lr 1e-4, EMA 0.9999, 1000 linear steps, eps, no warm-up.
-    defaults: ClassVar[dict] = dict(lr=1e-4, optimizer="adamw", ema_decay=0.9999)
+    defaults: ClassVar[dict] = dict(lr=1e-4, optimizer="adamw", ema_decay=0.9999, noise_levels="per-clip")
+    # --noise-levels per-frame: Diffusion-Forcing training, an independent level per frame
+    # (fdm_engine/diffusion/loss.py); the observed/latent masks are FDM's either way.
+    options: ClassVar[tuple] = ("noise_levels",)
     dataset_presets: ClassVar[dict] = {"carla_no_traffic": "fdm-carla", "minerl": "fdm-minerl",
                                        "mazes_cwvae": "fdm-mazes"}
     conditional = True
@@ -46,6 +49,9 @@ class FDMTrainer(Trainer):
 
     def clip_length(self) -> int:
         return self.cfg.clip_length
+
+    def level_draw(self) -> str:
+        return getattr(self.cfg, "noise_levels", None) or "per-clip"
 
     def make_batch(self, clips: torch.Tensor, rng: np.random.Generator) -> Batch:
         """clips [B, T, C, H, W] -> K slots per example: observed + latent frames, then padding

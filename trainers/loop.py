@@ -254,7 +254,7 @@ def train_step(run: TrainRun) -> StepStats:
         with sync:
             with _autocast(cfg.autocast, run.device):
                 loss = diffusion_loss(run.net, run.schedule, batch.x0, batch.frame_indices, batch.observed,
-                                      batch.valid, generator=gen)
+                                      batch.valid, generator=gen, draw=run.trainer.level_draw())
             (loss / cfg.grad_accum).backward()
         total += loss.detach().float()
         examples += len(clips)
