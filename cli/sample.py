@@ -16,6 +16,13 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
 
 @click.command(context_settings={"show_default": True})
 @click.argument("model")
+@click.option("--from", "published_format", default=None, metavar="NAME",
+              help="MODEL was written by a published codebase: fdm, ramvid, ssm, video-diffusion "
+                   "(as `fdm convert --from`). [default: fdm's own formats, or the format the file shows]")
+@click.option("--flags", "published_flags", default=None, metavar='"..."',
+              help="A published checkpoint's training arguments (ramvid, ssm).")
+@click.option("--config", "published_config", default=None, metavar="FILE.yaml",
+              help="A published checkpoint's training config (video-diffusion).")
 @click.option("--scheme", default=default("scheme"), help="Sampling scheme (see `fdm schemes list`).")
 @click.option("--n-obs", type=int, default=default("n_obs"),
               help="Given frames 0..N-1 to condition on (36: FDM's evaluation setting); 0 = unconditional.")
@@ -88,7 +95,8 @@ def sample(model, out, resume, quiet, **options):
     are split over the ranks.
 
     \b
-    Example: fdm sample ckpt.pt --scheme hierarchy-2 --n-obs 36
+    Examples: fdm sample ckpt.pt --scheme hierarchy-2 --n-obs 36
+              fdm sample diffusion-100000.pt --config video_diffusion_models.yaml --n-obs 0 --length 16
     """
     from fdm_engine.sample_run import SampleConfig, Shard, run_sampling
 

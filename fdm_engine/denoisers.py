@@ -13,9 +13,18 @@ def is_oracle(spec: str) -> bool:
     return str(spec).startswith("oracle:")
 
 
-def load_denoiser(spec: str, device="cpu", use_ema: bool = True) -> LoadedDenoiser:
+def load_denoiser(spec: str, device="cpu", use_ema: bool = True, published: str | None = None,
+                  flags: str | None = None, config_file=None) -> LoadedDenoiser:
     """A checkpoint path (.safetensors or .pt: ours, or one a published codebase wrote that
-    fdm_engine.published recognises) or 'oracle:<kernel>[:key=value,...]'."""
+    fdm_engine.published recognises) or 'oracle:<kernel>[:key=value,...]'. `published`, `flags`
+    and `config_file` are `--from`, `--flags`, `--config` for a published checkpoint."""
+    if published or flags or config_file:
+        from fdm_engine.errors import FdmError
+        from fdm_engine.published import detect_format, load_published
+
+        if published is None and (is_oracle(spec) or detect_format(spec) is None):
+            raise FdmError(f"{spec}: --flags and --config describe a published checkpoint: pass --from NAME too")
+        return load_published(spec, published, flags, config_file, device=device)
     if is_oracle(spec):
         diffusion = DiffusionConfig()
         model = GaussianProcessOracle(parse_oracle_spec(spec), NoiseSchedule(diffusion)).to(device)

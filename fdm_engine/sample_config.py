@@ -20,6 +20,10 @@ SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes 64 bits
 @dataclasses.dataclass(frozen=True)
 class SampleConfig(Config):
     model: str = ""
+    # a checkpoint a published codebase wrote (fdm_engine/published): its format and settings
+    published_format: str | None = None  # --from (None: recognised from the file)
+    published_flags: str | None = None  # --flags
+    published_config: str | None = None  # --config FILE.yaml
     scheme: str = "hierarchy-2"
     # 36 given frames is FDM's evaluation setting (`fdm schemes` and `fdm eval scheme` plan an
     # unconditional start instead, n_obs = 0, since they need no video).

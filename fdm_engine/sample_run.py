@@ -180,7 +180,8 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
     device = device or resolve_device(cfg.device)
     out = Path(out)
     video_ids = shard.videos(cfg.num_videos)
-    loaded = load_denoiser(cfg.model, device=device)
+    loaded = load_denoiser(cfg.model, device=device, published=cfg.published_format, flags=cfg.published_flags,
+                           config_file=cfg.published_config)
     run = build(cfg, loaded, device)
     with run_folder_lock(out, "--out", f".fdm-sample-rank{shard.rank}.lock", "`fdm sample`"):
         state = claim(out, cfg, resume, shard.rank, video_ids)

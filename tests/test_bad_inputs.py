@@ -159,6 +159,8 @@ CASES = [
                                         "but [256, 64]"),
     ("convert-vd-pickle-runs-code", ["convert", "{vd_evil}", "{root}/x.safetensors", "--from", "video-diffusion",
                                      "--config", "{vd_cfg}"], "could run code"),
+    ("sample-config-not-published", ["sample", "{ckpt}", "--config", "{vd_cfg}", "--n-obs", "0", "--length", "6",
+                                     "--quiet", "--out", "{root}/o"], "pass --from NAME too"),
     ("sample-vd-no-config", ["sample", "{vd_ckpt}", "--n-obs", "0", "--length", "6", "--quiet", "--out", "{root}/o"],
      "needs --config"),
     # schemes

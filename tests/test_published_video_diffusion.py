@@ -232,14 +232,16 @@ def test_converted_round_trips_bit_exactly(capsys, tmp_path, suffix):
     assert torch.equal(got.model(x, *args), want.model(x, *args))
 
 
-def test_sample_takes_the_converted_file(capsys, tmp_path):
+def test_sample_takes_the_checkpoint_with_its_config_as_it_takes_the_conversion(capsys, tmp_path):
     ckpt, cfg = write_vd_published(tmp_path, vd_config(num_scales=8))
     dst = tmp_path / "vdm.safetensors"
     assert run_fdm(capsys, "convert", ckpt, dst, "--from", "video-diffusion", "--config", cfg)[0] == 0
-    out = tmp_path / "run"
-    code, _, err = run_fdm(capsys, "sample", dst, "--length", "6", "--n-obs", "0", "--num-videos", "1",
-                           "--sampler", "ddpm", "--steps", "8", "--spacing", "linspace", "--quiet", "--format", "npz",
-                           "--out", out)
-    assert code == 0, err
-    frames = np.load(out / "video_0000.npz")["frames"]
-    assert frames.shape == (6, 16, 16, 1)
+    frames = []
+    for src, extra in ((dst, []), (ckpt, ["--config", str(cfg)])):
+        out = tmp_path / f"run-{len(frames)}"
+        code, _, err = run_fdm(capsys, "sample", src, *extra, "--length", "6", "--n-obs", "0", "--num-videos", "1",
+                               "--sampler", "ddpm", "--steps", "8", "--spacing", "linspace", "--quiet",
+                               "--format", "npz", "--out", out)
+        assert code == 0, err
+        frames.append(np.load(out / "video_0000.npz")["frames"])
+    assert frames[0].shape == (6, 16, 16, 1) and np.array_equal(frames[0], frames[1])
