@@ -17,3 +17,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def balls_8px(tmp_path_factory):
+    """A small bouncing-balls dataset on disk: 3 train + 1 test videos of 24 frames at 8 px."""
+    from fdm_engine.datasets import make_dataset
+
+    root = tmp_path_factory.mktemp("data") / "balls"
+    make_dataset("bouncing-balls", root, num_videos=3, num_test=1, length=24, size=8, seed=0)
+    return root

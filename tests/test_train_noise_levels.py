@@ -12,7 +12,6 @@ import torch
 
 from cli_helpers import run_fdm
 from fdm_engine.checkpoint import load_checkpoint
-from fdm_engine.datasets import make_dataset
 from fdm_engine.diffusion import DiffusionConfig, NoiseSchedule, diffusion_loss
 from fdm_engine.diffusion.loss import LEVEL_DRAWS
 from fdm_engine.diffusion.schedule import expand_like
@@ -22,11 +21,9 @@ from trainers import TrainConfig, resolve, train
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def balls(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "balls"
-    make_dataset("bouncing-balls", root, num_videos=3, num_test=1, length=24, size=8, seed=0)
-    return root
+@pytest.fixture
+def balls(balls_8px):
+    return balls_8px
 
 
 def small_cfg(data, run_dir, **kw) -> TrainConfig:
