@@ -37,7 +37,8 @@ HELP = {
     "temporal_layer": "ssm: attn | bi-s4d.",
     "guidance_weight": "vdm, ssm: reconstruction-guidance weight w_r when sampling with given frames.",
     "noise_levels": "fdm: per-clip (one diffusion level per training example, FDM) | per-frame (an independent "
-                    "level per latent frame, Diffusion-Forcing training; observed frames stay clean).",
+                    "level per latent frame, Diffusion-Forcing training; observed frames stay clean). "
+                    "[default: per-clip]",
     "save_every": "Checkpoint every N steps (and at the end).",
     "keep_checkpoints": "Keep the newest N checkpoints (0 = all).",
     "log_every": "Write a metrics record every N steps.",

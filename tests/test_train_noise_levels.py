@@ -16,7 +16,7 @@ from fdm_engine.diffusion import DiffusionConfig, NoiseSchedule, diffusion_loss
 from fdm_engine.diffusion.loss import LEVEL_DRAWS
 from fdm_engine.diffusion.schedule import expand_like
 from fdm_engine.errors import FdmError
-from trainers import TrainConfig, resolve, train
+from trainers import TRAINERS, TrainConfig, resolve, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -108,7 +108,8 @@ def test_per_frame_training_resumes_exactly_and_records_its_setting(balls, tmp_p
     assert saved == straight.config and saved.noise_levels == "per-frame"
     assert load_checkpoint(straight.checkpoint).extra["train_config"]["noise_levels"] == "per-frame"
     per_clip = train(small_cfg(balls, tmp_path / "c"), progress=False)
-    assert per_clip.config.noise_levels == "per-clip", "the default stays one level per clip"
+    assert per_clip.config.noise_levels is None, "unset, as in configs recorded before the option"
+    assert TRAINERS.get("fdm")(per_clip.config, load_checkpoint(per_clip.checkpoint).model).level_draw() == "per-clip"
     assert losses(tmp_path / "c") != losses(tmp_path / "a")
     with pytest.raises(FdmError, match="other settings.*noise_levels"):
         train(small_cfg(balls, tmp_path / "c", noise_levels="per-frame", steps=5), progress=False)

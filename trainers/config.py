@@ -54,7 +54,7 @@ class TrainConfig(Config):
     max_num_mask_frames: int | None = None  # ramvid
     temporal_layer: str | None = None  # ssm: attn | bi-s4d
     guidance_weight: float | None = None  # vdm, ssm: reconstruction guidance w_r when sampling
-    noise_levels: str | None = None  # fdm: per-clip (FDM) | per-frame (Diffusion Forcing)
+    noise_levels: str | None = None  # fdm: per-clip (FDM; also when unset) | per-frame (Diffusion Forcing)
     # Bookkeeping
     save_every: int | None = None
     keep_checkpoints: int | None = None  # newest N kept; 0 keeps all

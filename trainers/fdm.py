@@ -23,9 +23,10 @@ from trainers.presets import Preset, register_preset
 class FDMTrainer(Trainer):
     name = "fdm"
     # improved-diffusion / FDM: AdamW lr 1e-4, EMA 0.9999, 1000 linear steps, eps, no warm-up.
-    defaults: ClassVar[dict] = dict(lr=1e-4, optimizer="adamw", ema_decay=0.9999, noise_levels="per-clip")
+    defaults: ClassVar[dict] = dict(lr=1e-4, optimizer="adamw", ema_decay=0.9999)
     # --noise-levels per-frame: Diffusion-Forcing training, an independent level per frame
-    # (fdm_engine/diffusion/loss.py); the observed/latent masks are FDM's either way.
+    # (fdm_engine/diffusion/loss.py); the observed/latent masks are FDM's either way. Unset means
+    # per-clip, so configs recorded before the option existed still resolve to themselves.
     options: ClassVar[tuple] = ("noise_levels",)
     dataset_presets: ClassVar[dict] = {"carla_no_traffic": "fdm-carla", "minerl": "fdm-minerl",
                                        "mazes_cwvae": "fdm-mazes"}
