@@ -41,9 +41,11 @@ def run_job(model, sampler: Sampler, noise: torch.Tensor, frame_indices: torch.T
     B, F = observed.shape
     sampler.reset()
     # Slots that do not move in a call keep their value: always the observed ones; with explicit
-    # per-frame levels also latent slots whose level stays (not with the default trajectory, where
-    # a repeated level is Heun's correction move).
-    hold_equal = levels is not None
+    # per-frame levels also latent slots whose level stays (not for a sampler whose own trajectory
+    # repeats a level: there a repeated level is Heun's correction move, and per-frame schemes
+    # refuse such samplers).
+    own = sampler.trajectory()
+    hold_equal = levels is not None and not bool((own[1:] == own[:-1]).any())
     if levels is None:
         levels = sampler.trajectory()[:, None, None].expand(-1, B, F)
     given = -1.0 if context_level is None else float(context_level)
