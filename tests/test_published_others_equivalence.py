@@ -249,3 +249,43 @@ def test_video_diffusion_matches_published(params):
             mine = ours(x, torch.arange(frames).repeat(B, 1) + 3, t[:, None].float().expand(B, frames),
                         torch.zeros(B, frames, dtype=torch.bool))
         assert report(f"video_diffusion {params} step {i}", mine, theirs) <= TOL
+
+
+def test_video_diffusion_ancestral_step_is_our_ddpm_step():
+    """One step of its AncestralSampler (no guidance) against our "ddpm" sampler on the converted
+    schedule: same network, same noise; timestep i of ours is its step i."""
+    from published_helpers import vd_config
+
+    from fdm_engine.diffusion.schedule import NoiseSchedule
+    from fdm_engine.models import build_model
+    from fdm_engine.published import video_diffusion
+    from fdm_engine.samplers import make_sampler
+
+    ddpm_module, utils = import_video_diffusion()
+    frames, n = 4, 1024
+    config = vd_config(frames=frames, num_scales=n)
+    diffusion = ddpm_module.GaussianDiffusion_DDPM(utils.DotConfig(config))
+    randomize(diffusion._score_network, scale=0.05)
+    diffusion.eval()
+    loaded = video_diffusion.translate({"model_state_dict": diffusion.state_dict()}, "d.pt", config, "config")
+    ours = build_model(loaded.model_name, loaded.model_config).eval()
+    ours.load_state_dict(loaded.state_dict, strict=True)
+    sampler = make_sampler("ddpm", NoiseSchedule(loaded.diffusion), steps=n, spacing="linspace", clip_denoised=True)
+    assert sampler.timesteps.tolist() == list(range(n - 1, -1, -1))  # every step, as its sampler takes
+    scheduler = diffusion._noise_scheduler
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, frames, 1, 16, 16, generator=g)
+    for i in (n - 1, 600, 1, 0):
+        t = torch.full((2,), i)
+        context = {"timestep_idx": i, "timestep": t / n, "logsnr_s": scheduler.logsnr(t / n),
+                   "logsnr_t": scheduler.logsnr((t + 1) / n)}
+        with torch.no_grad():
+            torch.manual_seed(7)
+            theirs = diffusion._reverse_process_sampler.p_sample(x.transpose(1, 2), context=context,
+                                                                 unconditional_context=None, diffusion_model=diffusion)
+            torch.manual_seed(7)
+            noise = torch.randn_like(x.transpose(1, 2)).transpose(1, 2)
+            levels = torch.full((2, frames), float(i))
+            pred = ours(x, torch.arange(frames).repeat(2, 1), levels, torch.zeros(2, frames, dtype=torch.bool))
+            mine = sampler.step(pred, levels, levels - 1 if i else torch.full_like(levels, -1.0), x, noise)
+        assert report(f"video_diffusion ancestral step {i}", mine, theirs.transpose(1, 2)) <= TOL

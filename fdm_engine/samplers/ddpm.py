@@ -17,13 +17,15 @@ class DDPMSampler(Sampler):
     variance = "large"
 
     def update(self, x0, x_t, t, t_next, noise):
-        ab_t, _, _ = self.coefs(t, x_t)
-        ab_n, a_n, _ = self.coefs(t_next, x_t)
+        # Coefficients in float64, cast last: near t = 0 alpha-bar is within 1e-5 of 1 (a log-SNR
+        # schedule reaching lambda ~ 13), and 1 - alpha-bar from float32 values loses ~1e-2 of it.
+        ab_t, ab_n = self.schedule.alpha_bar(t), self.schedule.alpha_bar(t_next)
         beta = 1 - ab_t / ab_n
-        mean = (a_n * beta / (1 - ab_t)) * x0 + ((1 - beta).sqrt() * (1 - ab_n) / (1 - ab_t)) * x_t
+        c_x0 = ab_n.sqrt() * beta / (1 - ab_t)
+        c_xt = (1 - beta).sqrt() * (1 - ab_n) / (1 - ab_t)
         var = beta if self.variance == "large" else beta * (1 - ab_n) / (1 - ab_t)
-        var = var * expand_like(t_next >= 0, x_t)
-        return mean + var.sqrt() * noise
+        var = var * (t_next >= 0)
+        return expand_like(c_x0, x_t) * x0 + expand_like(c_xt, x_t) * x_t + expand_like(var.sqrt(), x_t) * noise
 
 
 class DDPMSmallSampler(DDPMSampler):
