@@ -222,9 +222,10 @@ def _print_scheme(r: dict) -> None:
 @click.option("--out", type=OutputPath(suffixes=(".png",)), default="eval_schemes.png", show_default=True,
               help="Where to write the comparison plot.")
 @scheme_level_options
+@history_options
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def schemes_cmd(names, all_, levels, length, n_obs, max_frames, step_size, oracle_spec, sampler, steps, spacing, eta,
-                out, as_json, context_noise, **level_flags):
+                out, as_json, context_noise, history_guidance, history_drop, **level_flags):
     """Compare schemes by exact KL at one setting: a table, and a PNG (--out).
 
     Every scheme runs the same sampler, so every frame gets the same number of steps; NFE and rounds
@@ -245,24 +246,33 @@ def schemes_cmd(names, all_, levels, length, n_obs, max_frames, step_size, oracl
     noisy = None if context_noise is None else score_schemes(names, length, n_obs, max_frames, step_size,
                                                              oracle=oracle, sampler=chosen, options=options,
                                                              context_noise=context_noise)
+    guided = _guided(oracle, history_guidance, history_drop, chosen)  # a column of its own, beside context noise
+    hg = None if guided is None else score_schemes(names, length, n_obs, max_frames, step_size, oracle=oracle,
+                                                   sampler=chosen, options=options, denoiser=guided)
     s0 = scores[0]
     title = (f"T={length}, n_obs={n_obs}, K={max_frames}, S={s0.step_size}, {oracle.config.kernel} kernel, "
              f"sampler {s0.sampler}")
-    plot_schemes(scores + [dataclasses_replace(s, scheme=f"{s.scheme} ctx {context_noise:g}") for s in noisy or []],
-                 out, title)
+    plot_schemes(scores + [dataclasses_replace(s, scheme=f"{s.scheme} ctx {context_noise:g}") for s in noisy or []]
+                 + [dataclasses_replace(s, scheme=f"{s.scheme} hg {history_guidance:g}") for s in hg or []], out, title)
     rows = [s.summary() for s in scores]
     for r, n in zip(rows, noisy or []):
         r["kl_context_noise"] = n.kl
+    for r, g in zip(rows, hg or []):
+        r["kl_history_guidance"] = g.kl
     if as_json:
-        click.echo(json.dumps({"setting": title, "png": out, "schemes": rows, "context_noise": context_noise}))
+        click.echo(json.dumps({"setting": title, "png": out, "schemes": rows, "context_noise": context_noise,
+                               "history_guidance": None if hg is None else {"weight": history_guidance,
+                                                                            "drop": history_drop}}))
         return
     click.echo(title)
     ctx = "" if noisy is None else f"{'KL ctx ' + format(context_noise, 'g'):>14}"
+    ctx += "" if hg is None else f"{'KL hg ' + format(history_guidance, 'g'):>14}"
     click.echo(f"{'scheme':<24}{'jobs':>6}{'NFE':>7}{'rounds':>7}{'KL (nats)':>14}{ctx}{'KL/frame':>12}"
                f"{'var ratio range':>22}")
     for r in rows:
         nfe = "-" if r["nfe"] is None else r["nfe"]
         extra = "" if noisy is None else f"{r['kl_context_noise']:>14.5g}"
+        extra += "" if hg is None else f"{r['kl_history_guidance']:>14.5g}"
         click.echo(f"{r['scheme']:<24}{r['jobs']:>6}{nfe:>7}{r['rounds']:>7}{r['kl']:>14.5g}{extra}"
                    f"{r['kl_per_frame']:>12.4g}{r['variance_ratio_min']:>11.3f} .. {r['variance_ratio_max']:<7.3f}")
     if chosen is None and all_:

@@ -138,3 +138,16 @@ def test_eval_scheme_needs_a_sampler_for_per_frame(capsys):
         main(["eval", "scheme", "fifo", "--length", "20", "--n-obs", "4"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "--sampler" in err and err.count("\n") == 1
+
+
+def test_eval_schemes_columns_for_context_noise_and_history_guidance(tmp_path):
+    import json
+
+    r = cli_run("eval", "schemes", "autoreg", "fifo", "--length", "12", "--n-obs", "3", "--max-frames", "6",
+                "--sampler", "ddim", "--steps", "4", "--context-noise", "50", "--history-guidance", "0.5",
+                "--out", str(tmp_path / "c.png"), "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)["schemes"]
+    assert [row["scheme"] for row in rows] == ["autoreg", "fifo"]
+    assert all(len({row["kl"], row["kl_context_noise"], row["kl_history_guidance"]}) == 3 for row in rows)
+    assert rows[1]["nfe"] == 12 - 3 + 4 - 1  # fifo: one call per diagonal step, one partition

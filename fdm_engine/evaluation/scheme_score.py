@@ -159,9 +159,9 @@ def static_schemes(levels=(2, 3, 4), per_frame: bool = False) -> list[str]:
 
 def score_schemes(names: list[str], length: int, n_obs: int, max_frames: int, step_size: int | None = None, *,
                   oracle, sampler: Sampler | None = None, options: LevelOptions | None = None,
-                  context_noise: float | None = None) -> list[SchemeScore]:
+                  context_noise: float | None = None, denoiser=None) -> list[SchemeScore]:
     return [score_scheme(n, length, n_obs, max_frames, step_size, oracle=oracle, sampler=sampler, options=options,
-                         context_noise=context_noise) for n in names]
+                         context_noise=context_noise, denoiser=denoiser) for n in names]
 
 
 def monte_carlo_scheme(scheme: str, length: int, n_obs: int, max_frames: int, step_size: int | None = None, *,
