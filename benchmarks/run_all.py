@@ -20,7 +20,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHES = ("sampling", "denoiser", "training", "data", "eval", "temporal_layers")
+BENCHES = ("sampling", "precision", "denoiser", "training", "data", "eval", "temporal_layers")
+
+
+def load() -> str:
+    """The 1-minute load average against the CPUs: how shared the machine was."""
+    return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
 
 
 def run(name: str, extra: list[str]) -> tuple[dict | None, str, float]:
@@ -92,12 +97,15 @@ def main(argv=None) -> None:
     lines = ["# Benchmark results", "",
              f"`python benchmarks/run_all.py` on {platform.machine()} / {os.cpu_count()} CPUs, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Each section is one benchmark's "
-             "`--quick --json` run; see the benchmark's docstring for what it measures.", ""]
+             "`--quick --json` run; see the benchmark's docstring for what it measures. The load "
+             "average before and after each one says how shared the machine was: on a loaded machine "
+             "absolute times grow, so trust ratios (overhead, bf16 / fp32) over seconds.", ""]
     for name in names:
         print(f"bench_{name} ...", flush=True)
         extra = ["--only", args.sampling_rows] if name == "sampling" and args.sampling_rows else []
+        before = load()
         report, error, seconds = run(name, extra)
-        lines += [f"## bench_{name} ({seconds:.0f} s)", ""]
+        lines += [f"## bench_{name} ({seconds:.0f} s; load average {before} before, {load()} after)", ""]
         if report is None:
             lines += [f"failed: `{error}`", ""]
             continue

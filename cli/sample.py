@@ -70,7 +70,8 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--seed", type=int, default=default("seed"), help="Same seed, same videos (whatever the batch size).")
 @click.option("--precision", default=default("precision"),
               help=f"{', '.join(PRECISIONS)}: the network's arithmetic (autocast; the sampler stays fp32, "
-                   "the oracle is always fp32). auto = bf16 on CUDA, fp32 on CPU.")
+                   "the oracle is always fp32). auto = bf16 on CUDA; on a CPU bf16 only with native bf16 "
+                   "matmul that measures faster, else fp32.")
 @click.option("--device", default=default("device"), help="cpu, cuda, cuda:N; auto = CUDA when available.")
 @click.option("--out", type=OutputPath(folder=True), default="samples", help="Output folder.")
 @click.option("--obs", default=None,

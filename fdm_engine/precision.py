@@ -4,12 +4,16 @@
 output back in float32, so the sampler's arithmetic (and reconstruction guidance's) stays fp32.
 The analytic oracle is exact arithmetic, not a network: it always runs in fp32.
 
-"auto" is bf16 on CUDA and fp32 on CPU. On the CPU bf16 pays only with native bf16 matmul
-(AVX512-BF16 / AMX); without it autocast measured slower than fp32 (benchmarks/RESULTS.md), and
-this project's CPUs have none, so auto stays fp32 there.
+"auto" is bf16 on CUDA. On the CPU bf16 pays only with native bf16 matmul (AVX512-BF16 or AMX):
+without it autocast measured 1.9x slower than fp32 on the trained demo model
+(benchmarks/RESULTS.md, bench_precision), so auto is bf16 there only where the CPU has it and a
+bf16 matmul also measures faster than fp32 (timed once per process), else fp32.
 """
 
 from __future__ import annotations
+
+import functools
+import time
 
 import torch
 from torch import nn
@@ -19,12 +23,41 @@ from fdm_engine.errors import FdmError
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16)."""
+    try:
+        caps = torch.cpu.get_capabilities()
+    except (AttributeError, RuntimeError):
+        return False
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def matmul_seconds(dtype: torch.dtype, size: int = 1024, repeats: int = 5) -> float:
+    """The best of `repeats` size x size matmuls in `dtype` on the CPU."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first is a warm-up
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_pays() -> bool:
+    """Native bf16 matmul, and it measures faster than fp32 here (no timing without it)."""
+    return native_cpu_bf16() and matmul_seconds(torch.bfloat16) < matmul_seconds(torch.float32)
+
+
 def resolve_precision(precision: str, device: torch.device, exact: bool = False) -> str:
-    """The precision a run uses: the oracle always fp32; auto -> bf16 on CUDA, else fp32."""
+    """The precision a run uses: the oracle always fp32; auto -> bf16 on CUDA, on the CPU bf16
+    where it pays (cpu_bf16_pays), else fp32."""
     if exact:
         return "fp32"
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        if device.type == "cuda":
+            return "bf16"
+        return "bf16" if device.type == "cpu" and cpu_bf16_pays() else "fp32"
     if precision == "fp16" and device.type == "cpu":
         raise FdmError("--precision fp16: CPU autocast has no fp16 matmul; use bf16 or fp32")
     return precision

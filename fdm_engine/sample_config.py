@@ -54,7 +54,7 @@ class SampleConfig(Config):
     block_size: int = 1
     ar_step: int = 1
     context_noise: float | None = None  # observed frames shown at this timestep (None: clean)
-    precision: str = "auto"  # network autocast: auto = bf16 on CUDA, fp32 on CPU (see precision.py)
+    precision: str = "auto"  # network autocast: auto = bf16 on CUDA, CPU: see precision.py
     device: str = "auto"  # auto = cuda:LOCAL_RANK when available, else cpu
 
     def __post_init__(self):

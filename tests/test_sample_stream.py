@@ -50,6 +50,19 @@ def test_frames_do_not_depend_on_videos_in_flight_or_batch_size(scheme, tmp_path
     assert not list(Path(tmp_path / "1_1").glob("state_rank0*")), "a finished run leaves no state"
 
 
+@pytest.mark.parametrize("scheme", ["autoreg", "hierarchy-2"])
+def test_oracle_frames_are_bit_identical_for_in_flight_1_and_v_and_batch_1_and_7(scheme, tmp_path):
+    """The oracle's arithmetic is per batch element and padding slots add exact zeros, so with it
+    the frames are not just close but equal, whatever the in-flight count (1 or V) and batch size."""
+    runs = {}
+    for in_flight, batch in ((1, 1), (5, 1), (1, 7), (5, 7)):
+        out = tmp_path / f"{in_flight}_{batch}"
+        run_sampling(cfg(scheme=scheme, videos_in_flight=in_flight, batch_size=batch), out, progress=False)
+        runs[in_flight, batch] = raw(out, 5)
+    for key, frames in runs.items():
+        assert np.array_equal(frames, runs[1, 1]), key
+
+
 class Stop(Exception):
     pass
 
@@ -276,7 +289,7 @@ def rel_rms(a, b) -> float:
     return ((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt()).item()
 
 
-def test_bf16_runs_on_the_cpu_within_tolerance_of_fp32():
+def test_bf16_runs_on_the_cpu_within_tolerance_of_fp32(monkeypatch):
     from fdm_engine.diffusion import NoiseSchedule
     from fdm_engine.executor import Executor, SamplingState
     from fdm_engine.precision import Autocast, resolve_precision, with_precision
@@ -300,5 +313,39 @@ def test_bf16_runs_on_the_cpu_within_tolerance_of_fp32():
     assert torch.isfinite(frames["bf16"]).all()
     assert 0 < rel_rms(frames["bf16"], frames["fp32"]) < FRAMES_TOLERANCE
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr("fdm_engine.precision.cpu_bf16_pays", lambda: False)  # a CPU without native bf16
     assert (resolve_precision("auto", cpu), resolve_precision("auto", cuda)) == ("fp32", "bf16")
     assert resolve_precision("bf16", cpu, exact=True) == "fp32", "the oracle is always fp32"
+
+
+def test_auto_precision_on_the_cpu_is_bf16_only_with_native_bf16_that_measures_faster(monkeypatch):
+    import fdm_engine.precision as P
+
+    cpu, timed, bf16_s = torch.device("cpu"), [], {}
+
+    def seconds(dtype, **_):
+        timed.append(dtype)
+        return bf16_s["s"] if dtype == torch.bfloat16 else 1.0
+
+    monkeypatch.setattr(P, "matmul_seconds", seconds)
+    try:
+        for native, s, want in ((False, 0.5, "fp32"), (True, 0.5, "bf16"), (True, 2.0, "fp32")):
+            P.cpu_bf16_pays.cache_clear()
+            monkeypatch.setattr(P, "native_cpu_bf16", lambda: native)
+            bf16_s["s"] = s
+            assert P.resolve_precision("auto", cpu) == want, (native, s)
+            assert P.resolve_precision("auto", cpu) == want and P.resolve_precision("fp32", cpu) == "fp32"
+        assert timed.count(torch.float32) == 2, "timed once per process, and not without native bf16"
+    finally:
+        P.cpu_bf16_pays.cache_clear()
+
+
+def test_native_bf16_is_what_the_cpu_flags_say():
+    from fdm_engine.precision import matmul_seconds, native_cpu_bf16
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo")
+    flags = set(next((l for l in cpuinfo.read_text().splitlines() if l.startswith("flags")), "").split())
+    assert native_cpu_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert 0 < matmul_seconds(torch.float32, size=64, repeats=2) < 10
