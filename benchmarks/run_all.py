@@ -3,8 +3,10 @@
     python benchmarks/run_all.py [--only sampling,denoiser] [--out benchmarks/RESULTS.md]
 
 Each benchmark runs as `python benchmarks/bench_NAME.py --quick --json` in its own process; its
-JSON goes to benchmarks/results/NAME.json, its plots to benchmarks/results/NAME_*.png, and a table
-per benchmark into RESULTS.md. A benchmark that fails is reported as failed; the others still run.
+JSON goes to benchmarks/results/NAME.json (with NAME.meta.json: when, how long, the load), its
+plots to benchmarks/results/NAME_*.png, and a table per benchmark into RESULTS.md. A benchmark
+that fails is reported as failed; the others still run. With --only, the benchmarks not rerun
+keep their sections from their last saved run.
 """
 
 from __future__ import annotations
@@ -35,7 +37,12 @@ def run(name: str, extra: list[str]) -> tuple[dict | None, str, float]:
     seconds = time.perf_counter() - start
     if r.returncode:
         return None, (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1], seconds
-    return json.loads(r.stdout.strip().splitlines()[-1]), "", seconds
+    for text in ((r.stdout.strip().splitlines() or [""])[-1], r.stdout):  # one JSON line, or all (indented)
+        try:
+            return json.loads(text), "", seconds
+        except ValueError:
+            pass
+    return None, "its output is not JSON", seconds
 
 
 def scalar(v) -> bool:
@@ -85,9 +92,30 @@ def sampling_plots(report: dict, folder: Path) -> list[str]:
     return made
 
 
+def section(name: str, report: dict | None, meta: dict, folder: Path, rerun: bool) -> list[str]:
+    """One benchmark's section of RESULTS.md: its tables (and the sampling plots)."""
+    earlier = "" if rerun else f"; from the run of {meta['when']}"
+    lines = [f"## bench_{name} ({meta['seconds']:.0f} s; load average {meta['before']} before, "
+             f"{meta['after']} after{earlier})", ""]
+    if report is None:
+        return lines + [f"failed: `{meta['error']}`", ""]
+    top = {k: v for k, v in report.items() if scalar(v)}
+    if top:
+        lines += [", ".join(f"{k}: {fmt(v)}" for k, v in top.items()), ""]
+    for key, value in report.items():
+        if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+            lines += [f"{key}:", "", *table(value), ""]
+        elif isinstance(value, dict) and value and all(scalar(v) for v in value.values()):
+            lines += [f"{key}:", "", *table([value]), ""]
+    if name == "sampling":
+        lines += [f"![{p}](results/{p})" for p in sampling_plots(report, folder)] + [""]
+    return lines
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(BENCHES)}")
+    ap.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(BENCHES)} to rerun; "
+                    "the others keep their sections from their last run (benchmarks/results)")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
     ap.add_argument("--sampling-rows", default=None, help="bench_sampling --only ROWS (a subset, when time is short)")
     args = ap.parse_args(argv)
@@ -100,26 +128,24 @@ def main(argv=None) -> None:
              "`--quick --json` run; see the benchmark's docstring for what it measures. The load "
              "average before and after each one says how shared the machine was: on a loaded machine "
              "absolute times grow, so trust ratios (overhead, bf16 / fp32) over seconds.", ""]
-    for name in names:
-        print(f"bench_{name} ...", flush=True)
-        extra = ["--only", args.sampling_rows] if name == "sampling" and args.sampling_rows else []
-        before = load()
-        report, error, seconds = run(name, extra)
-        lines += [f"## bench_{name} ({seconds:.0f} s; load average {before} before, {load()} after)", ""]
-        if report is None:
-            lines += [f"failed: `{error}`", ""]
+    for name in BENCHES:
+        if name in names:
+            print(f"bench_{name} ...", flush=True)
+            extra = ["--only", args.sampling_rows] if name == "sampling" and args.sampling_rows else []
+            before, when = load(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            report, error, seconds = run(name, extra)
+            meta = {"seconds": seconds, "before": before, "after": load(), "when": when, "error": error}
+            if report is not None:
+                (folder / f"{name}.json").write_text(json.dumps(report, indent=1))
+                (folder / f"{name}.meta.json").write_text(json.dumps(meta))
+        elif (folder / f"{name}.json").exists() and (folder / f"{name}.meta.json").exists():
+            # not rerun (--only): its section from its last run, saying when that was
+            report = json.loads((folder / f"{name}.json").read_text())
+            meta = json.loads((folder / f"{name}.meta.json").read_text())
+        else:
             continue
-        (folder / f"{name}.json").write_text(json.dumps(report, indent=1))
-        top = {k: v for k, v in report.items() if scalar(v)}
-        if top:
-            lines += [", ".join(f"{k}: {fmt(v)}" for k, v in top.items()), ""]
-        for key, value in report.items():
-            if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
-                lines += [f"{key}:", "", *table(value), ""]
-            elif isinstance(value, dict) and value and all(scalar(v) for v in value.values()):
-                lines += [f"{key}:", "", *table([value]), ""]
-        if name == "sampling":
-            lines += [f"![{p}](results/{p})" for p in sampling_plots(report, folder)] + [""]
+        lines += section(name, report, meta, folder, rerun=name in names)
+        Path(args.out).write_text("\n".join(lines) + "\n")  # after each one: a stopped run keeps its figures
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

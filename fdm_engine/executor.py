@@ -192,6 +192,7 @@ class NoiseAhead:
         from concurrent.futures import ThreadPoolExecutor
 
         self.seed = seed
+        self.seconds = 0.0  # the helper thread's CPU time drawing (overlapped with the network)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="fdm-noise")
         self._future = None
         self._ready: dict = {}
@@ -202,10 +203,11 @@ class NoiseAhead:
             self._future = self._pool.submit(self._draw, keys, frame_shape)
 
     def _draw(self, keys, frame_shape) -> dict:
-        out = {}
+        start, out = time.thread_time(), {}
         for video, order, n_latent in keys:
             g = torch.Generator().manual_seed(job_seed(self.seed, video, order))
             out[video, order] = g, torch.randn(n_latent, *frame_shape, generator=g)
+        self.seconds += time.thread_time() - start
         return out
 
     def collect(self) -> None:
@@ -232,6 +234,7 @@ class Executor:
             raise FdmError(f"--batch-size must be >= 1 (got {batch_size})")
         self.model = TimedModel(model)
         self._ahead: NoiseAhead | None = None
+        self.noise_ahead_s = 0.0  # CPU seconds of noise drawn ahead on the helper thread
         self.sampler = sampler
         self.batch_size = batch_size
         self.seed = seed
@@ -255,6 +258,7 @@ class Executor:
             return self._stream(queue, active, open_video, in_flight, counters, on_round, on_video, on_job)
         finally:
             self._ahead.close()
+            self.noise_ahead_s += self._ahead.seconds
             self._ahead = None
 
     def _stream(self, queue, active, open_video, in_flight, counters, on_round, on_video, on_job) -> Counters:

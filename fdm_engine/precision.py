@@ -5,7 +5,7 @@ output back in float32, so the sampler's arithmetic (and reconstruction guidance
 The analytic oracle is exact arithmetic, not a network: it always runs in fp32.
 
 "auto" is bf16 on CUDA. On the CPU bf16 pays only with native bf16 matmul (AVX512-BF16 or AMX):
-without it autocast measured 1.9x slower than fp32 on the trained demo model
+without it a bf16 forward of the trained demo model took 1.7-2.3x as long as fp32
 (benchmarks/RESULTS.md, bench_precision), so auto is bf16 there only where the CPU has it and a
 bf16 matmul also measures faster than fp32 (timed once per process), else fp32.
 """

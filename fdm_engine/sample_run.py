@@ -269,5 +269,8 @@ def _summary(run: SamplingRun, jobs, counters: Counters, wall: float, shard: Sha
         "rounds": counters.rounds,
         "wall_s": wall,
         "network_s": counters.network_s,
+        # noise drawn on a helper thread during the network calls (this process): work the
+        # overhead figure does not see when a core is free for it, and partly does when none is
+        "noise_ahead_s": run.executor.noise_ahead_s,
         "conditioning": run.cond.source,  # e.g. "carla_no_traffic:test" when taken from the checkpoint
     }
