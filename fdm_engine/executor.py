@@ -30,20 +30,23 @@ from sampling_schemes.source import StaticSource, VideoJobs
 
 
 class TimedModel(torch.nn.Module):
-    """Wraps a denoiser to count its calls and the seconds spent inside it."""
+    """Wraps a denoiser to count its calls and the seconds spent inside it (wall, and the calling
+    thread's CPU seconds: on a shared machine wall time includes waiting for a core)."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
         self.calls = 0
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
 
     def forward(self, *args, **kwargs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         out = self.model(*args, **kwargs)
         if out.device.type == "cuda":
             torch.cuda.synchronize(out.device)  # the network's time, not its launch's
         self.seconds += time.perf_counter() - start
+        self.cpu_seconds += time.thread_time() - cpu
         self.calls += 1
         return out
 

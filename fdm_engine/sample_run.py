@@ -272,5 +272,6 @@ def _summary(run: SamplingRun, jobs, counters: Counters, wall: float, shard: Sha
         # noise drawn on a helper thread during the network calls (this process): work the
         # overhead figure does not see when a core is free for it, and partly does when none is
         "noise_ahead_s": run.executor.noise_ahead_s,
+        "network_cpu_s": run.executor.model.cpu_seconds,  # this process's CPU seconds in the network
         "conditioning": run.cond.source,  # e.g. "carla_no_traffic:test" when taken from the checkpoint
     }
