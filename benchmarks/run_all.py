@@ -118,8 +118,9 @@ def main(argv=None) -> None:
                     "the others keep their sections from their last run (benchmarks/results)")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
     ap.add_argument("--sampling-rows", default=None, help="bench_sampling --only ROWS (a subset, when time is short)")
+    ap.add_argument("--render-only", action="store_true", help="rerun nothing: RESULTS.md from the saved runs")
     args = ap.parse_args(argv)
-    names = [n.strip() for n in args.only.split(",")] if args.only else list(BENCHES)
+    names = [] if args.render_only else [n.strip() for n in args.only.split(",")] if args.only else list(BENCHES)
     folder = HERE / "results"
     folder.mkdir(exist_ok=True)
     lines = ["# Benchmark results", "",
@@ -135,13 +136,16 @@ def main(argv=None) -> None:
             before, when = load(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             report, error, seconds = run(name, extra)
             meta = {"seconds": seconds, "before": before, "after": load(), "when": when, "error": error}
+            (folder / f"{name}.meta.json").write_text(json.dumps(meta))
             if report is not None:
                 (folder / f"{name}.json").write_text(json.dumps(report, indent=1))
-                (folder / f"{name}.meta.json").write_text(json.dumps(meta))
-        elif (folder / f"{name}.json").exists() and (folder / f"{name}.meta.json").exists():
-            # not rerun (--only): its section from its last run, saying when that was
-            report = json.loads((folder / f"{name}.json").read_text())
+            else:
+                (folder / f"{name}.json").unlink(missing_ok=True)
+        elif (folder / f"{name}.meta.json").exists():
+            # not rerun (--only): its section from its last run (or its failure), saying when
             meta = json.loads((folder / f"{name}.meta.json").read_text())
+            saved = folder / f"{name}.json"
+            report = json.loads(saved.read_text()) if saved.exists() and not meta["error"] else None
         else:
             continue
         lines += section(name, report, meta, folder, rerun=name in names)
