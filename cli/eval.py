@@ -11,8 +11,8 @@ from cli.paths import OutputPath
 from fdm_engine.errors import FdmError
 from fdm_engine.sample_config import option_default as default
 
-# --monte-carlo samples through `fdm sample`'s default sampler: near-exact and cheap (25 network
-# calls per job). Its own contribution is computed exactly and printed beside the estimate.
+# --monte-carlo samples through `fdm sample`'s default sampler: near-exact and cheap (its default
+# steps per job). Its own contribution is computed exactly and printed beside the estimate.
 MC_SAMPLER = (default("sampler"), default("steps"), default("spacing"))
 DEFAULT_STEPS = "10,25,50,100,250,1000"
 
@@ -289,7 +289,7 @@ def dataclasses_replace(obj, **changes):
 @eval_.command("sampler")
 @click.argument("name")
 @click.option("--steps", type=int, default=default("steps"), show_default=True)
-@click.option("--spacing", default=default("spacing"), show_default=True, help="linspace, trailing, logsnr, karras, or FILE.json (timesteps).")
+@click.option("--spacing", default=default("spacing"), show_default=True, help="optimised, logsnr, linspace, trailing, karras, or FILE.json (timesteps).")
 @click.option("--eta", type=float, default=default("eta"), show_default=True, help="DDIM noise.")
 @oracle_option
 @click.option("--observed", default="0-9", show_default=True, help="Observed frames of the job ('none': none).")

@@ -30,14 +30,15 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
               help="Frames per video. [default: the conditioning videos' length]")
 @click.option("--max-frames", type=int, default=None, help="Frames per job (K). [default: the model's]")
 @click.option("--step-size", type=int, default=None, help="Latent frames per job (S). [default: K // 2]")
-@click.option("--sampler", default=default("sampler"),
+@click.option("--sampler", default=default("sampler"), show_default=True,
               help="Noise sampler: ddpm, ddpm-small, ddim, dpm++2m, dpm++3m, dpm++2m-sde, unipc, unipc-2, heun.")
-@click.option("--steps", type=int, default=default("steps"), help="Network evaluations per job (a Heun step costs 2).")
-@click.option("--spacing", default=default("spacing"),
-              help="Timestep spacing: logsnr, optimised (the log-SNR profile measured optimal on the oracle; "
-                   "with --steps 10 it matches DDPM-1000), linspace (= improved-diffusion's timestep_respacing), "
-                   "trailing, karras, or FILE.json: a list of timesteps (e.g. from `fdm eval optimize-steps`), "
-                   "which then sets the steps.")
+@click.option("--steps", type=int, default=default("steps"), show_default=True,
+              help="Network evaluations per job (a Heun step costs 2).")
+@click.option("--spacing", default=default("spacing"), show_default=True,
+              help="Timestep spacing: optimised (the log-SNR profile measured optimal on the oracle; at 10 "
+                   "steps it beats DDPM-1000 there), logsnr (uniform in log-SNR; as good from ~50 steps), "
+                   "linspace (= improved-diffusion's timestep_respacing), trailing, karras, or FILE.json: a "
+                   "list of timesteps (e.g. from `fdm eval optimize-steps`), which then sets the steps.")
 @click.option("--eta", type=float, default=default("eta"), help="DDIM noise (0 = deterministic).")
 @click.option("--clip-denoised/--no-clip-denoised", default=default("clip_denoised"),
               help="Clamp x0 predictions to the data range [-1, 1] at every step, as the published samplers do. "

@@ -35,8 +35,8 @@ def fdm(*argv) -> None:
 
 def sample(out: Path, scheme="hierarchy-2", fps=8, size=8, formats="mp4,npz,png", *extra) -> Path:
     fdm("sample", ORACLE.format(size=size), "--scheme", scheme, "--n-obs", N_OBS, "--length", LENGTH,
-        "--max-frames", 8, "--steps", 2, "--num-videos", 2, "--fps", fps, "--format", formats, "--out", out,
-        "--quiet", *extra)
+        "--max-frames", 8, "--steps", 2, "--spacing", "logsnr", "--num-videos", 2, "--fps", fps, "--format", formats,
+        "--out", out, "--quiet", *extra)
     return out
 
 
