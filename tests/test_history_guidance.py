@@ -142,7 +142,7 @@ def test_guided_per_frame_schemes_exact_agrees_with_monte_carlo(scheme):
     """Jobs whose frames sit at different levels: the wrapper guides every moving frame, and the
     per-frame exact score runs it too."""
     o = oracle(size=8, period=24, lengthscale=8)
-    s = make_sampler("ddpm", SCHED, 6)
+    s = make_sampler("ddpm", SCHED, 6, "logsnr")
     guided = HistoryGuidance(o, 1.0, "all")
     exact = score_scheme(scheme, 12, 3, 6, 3, oracle=o, sampler=s, denoiser=guided).kl
     est = monte_carlo_scheme(scheme, 12, 3, 6, 3, oracle=o, sampler=s, num_videos=24, seed=1, denoiser=guided)
