@@ -106,6 +106,7 @@ def test_bad_input_one_line_exit_2(capsys, argv, message):
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.slow  # ~6 s: a process of its own
 def test_real_process_json(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, "-m", "cli.main", "eval", "scheme", "autoreg", "--length", "40", "--n-obs", "5",

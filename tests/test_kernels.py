@@ -352,6 +352,7 @@ def test_triton_kernels_under_interpreter():
     run_triton_suite(*([] if os.environ.get("FDM_TRITON_SLOW") == "1" else ["-m", "not slow"]))
 
 
+@pytest.mark.slow  # ~7 s: a TRITON_INTERPRET process
 @NATIVE_TRITON
 def test_triton_scan_backward_takes_a_conjugate_gradient():
     """The reported failure, kept in the fast set: backward of (h.conj() * g).real.sum() through

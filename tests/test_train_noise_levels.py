@@ -91,6 +91,7 @@ def test_observed_frames_stay_clean_at_level_zero_and_latent_frames_get_their_ow
     assert distinct > 20, "latent frames of one example sit at different levels"
 
 
+@pytest.mark.slow  # ~7 s
 def test_per_frame_training_resumes_exactly_and_records_its_setting(balls, tmp_path):
     def losses(run_dir):
         return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

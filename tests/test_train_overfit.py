@@ -37,7 +37,7 @@ def overfit(model: str, data, run_dir, **extra) -> list[float]:
 
 
 @pytest.mark.parametrize("model,extra", [
-    ("fdm", {}),
+    pytest.param("fdm", {}, marks=pytest.mark.slow),  # ~16 s each
     pytest.param("vdm", {}, marks=pytest.mark.slow),
     pytest.param("ramvid", {"max_num_mask_frames": 2}, marks=pytest.mark.slow),
     pytest.param("ssm", {}, marks=pytest.mark.slow),

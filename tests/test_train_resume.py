@@ -83,6 +83,7 @@ def wait_for(predicate, proc, timeout=300.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow  # ~34 s with its reference run; in-process resume exactness stays in the fast set
 def test_sigkill_and_resume_continue_the_exact_loss_trajectory(data, reference, tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", *train_args(data, run_dir)], env=ENV, cwd=ROOT,
