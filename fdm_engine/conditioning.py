@@ -67,6 +67,11 @@ def load_conditioning(loaded, *, n_obs: int, length: int | None, num_videos: int
     return _from_dataset(spec, shape, n_obs, length, num_videos, data_dir)
 
 
+def recorded_data_dir(extra: dict) -> str | None:
+    """The dataset folder a checkpoint names: its own `data_dir`, else its training run's."""
+    return extra.get("data_dir") or (extra.get("train_config") or {}).get("data_dir")
+
+
 def _checkpoint_data_dir(data_dir, loaded):
     """--data-dir, else the usual lookup ($FDM_DATA_DIR/NAME, datasets/NAME), else the folder the
     checkpoint was trained from, when it still exists here."""
@@ -77,7 +82,7 @@ def _checkpoint_data_dir(data_dir, loaded):
     try:
         return resolve_data_dir(loaded.extra["dataset"])
     except FdmError:
-        recorded = loaded.extra.get("data_dir")
+        recorded = recorded_data_dir(loaded.extra)
         if recorded and Path(recorded).is_dir():
             return recorded
         raise

@@ -180,3 +180,20 @@ def test_checkpoint_recorded_data_dir_is_the_last_resort(fdm, tmp_path):
     fdm("sample", "ckpt.safetensors", "--scheme", "autoreg", "--n-obs", "8", "--steps", "1", "--quiet",
         "--format", "npz", cwd=tmp_path)
     assert np.load(tmp_path / "samples" / "video_0000.npz")["frames"].shape == (20, 16, 16, 3)
+
+
+def test_a_trained_checkpoint_finds_its_training_data_dir(fdm, tmp_path):
+    """Checkpoints written by `fdm train` record the folder in their training config."""
+    from fdm_engine.checkpoint import save_checkpoint
+    from fdm_engine.diffusion import DiffusionConfig
+    from fdm_engine.models.fdm_unet import FDMUNet, FDMUNetConfig
+
+    data = tmp_path / "elsewhere" / "balls"
+    fdm("data", "make", "bouncing-balls", "--out", str(data), "--num-videos", "2", "--length", "20", "--size", "16", "-q")
+    model = FDMUNet(FDMUNetConfig(image_size=16, channels=3, base_channels=16, channel_mult=(1, 2),
+                                  attention_resolutions=(8,), num_heads=2, max_frames=10))
+    save_checkpoint(tmp_path / "ckpt.safetensors", model, DiffusionConfig(),
+                    extra={"dataset": "bouncing-balls", "train_config": {"data_dir": str(data)}})
+    fdm("sample", "ckpt.safetensors", "--scheme", "autoreg", "--n-obs", "8", "--steps", "1", "--quiet",
+        "--format", "npz", cwd=tmp_path)
+    assert np.load(tmp_path / "samples" / "video_0000.npz")["frames"].shape == (20, 16, 16, 3)

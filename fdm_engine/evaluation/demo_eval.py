@@ -125,6 +125,7 @@ def run_demo_eval(cfg: DemoEvalConfig, out, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     from fdm_engine.checkpoint import load_checkpoint
+    from fdm_engine.conditioning import recorded_data_dir
     from fdm_engine.evaluation.consistency import CONSISTENCY
     from fdm_engine.evaluation.video_eval import evaluate_samples, read_samples
     from fdm_engine.sample_run import SampleConfig, run_sampling
@@ -138,7 +139,7 @@ def run_demo_eval(cfg: DemoEvalConfig, out, progress: bool = True) -> dict:
     if name not in CONSISTENCY:
         raise FdmError(f"{ckpt}: trained on {name!r}, which has no consistency measure "
                        f"(known: {', '.join(CONSISTENCY.names())})")
-    data_dir = cfg.data_dir or extra.get("data_dir") or (extra.get("train_config") or {}).get("data_dir")
+    data_dir = cfg.data_dir or recorded_data_dir(extra)
     k = loaded.model.max_frames
     budget = equal_nfe_steps(list(cfg.schemes), cfg.length, cfg.n_obs, k, cfg.steps)
     out = Path(out)
