@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import click
 
 from cli.paths import OutputPath
+from cli.schemes import level_flags, options_of
 from fdm_engine.errors import FdmError
 from fdm_engine.sample_config import option_default as default
 
@@ -73,17 +75,9 @@ def plan_options(f):
 
 def scheme_level_options(f):
     """Per-frame schemes' settings and --context-noise (docs/perframe.md)."""
-    from cli.schemes import level_flags
-
     f = click.option("--context-noise", type=float, default=None,
                      help="Show observed frames at this diffusion timestep instead of clean. [default: clean]")(f)
     return level_flags(f)
-
-
-def _levels(steps, uncertainty_scale, partitions, lookahead, block_size, ar_step):
-    from cli.schemes import options_of
-
-    return options_of(steps, uncertainty_scale, partitions, lookahead, block_size, ar_step)
 
 
 def sampler_options(f):
@@ -151,7 +145,7 @@ def scheme_cmd(scheme, length, n_obs, max_frames, step_size, oracle_spec, sample
     if chosen is None and get_scheme(scheme).per_frame:
         raise FdmError(f"{scheme} moves frames part-way between jobs: give a real --sampler (e.g. --sampler "
                        f"{MC_SAMPLER[0]}), whose steps it plans on")
-    options = _levels(steps, **levels)
+    options = options_of(steps, **levels)
     guided = _guided(oracle, history_guidance, history_drop, chosen, context_noise)
     extra = {"options": options, "context_noise": context_noise, "denoiser": guided}
     # A scheme without a fixed plan (adaptive) has no exact score, only a Monte-Carlo one.
@@ -240,20 +234,21 @@ def schemes_cmd(names, all_, levels, length, n_obs, max_frames, step_size, oracl
     oracle, schedule = _oracle(oracle_spec)
     chosen = _sampler(sampler, schedule, steps, spacing, eta)
     names = static_schemes(tuple(_ints(levels, "--levels")), per_frame=chosen is not None) if all_ else list(names)
-    options = _levels(steps, **level_flags)
+    options = options_of(steps, **level_flags)
+    guided = _guided(oracle, history_guidance, history_drop, chosen)  # checked before any scoring
     scores = score_schemes(names, length, n_obs, max_frames, step_size, oracle=oracle, sampler=chosen,
                            options=options)
     noisy = None if context_noise is None else score_schemes(names, length, n_obs, max_frames, step_size,
                                                              oracle=oracle, sampler=chosen, options=options,
                                                              context_noise=context_noise)
-    guided = _guided(oracle, history_guidance, history_drop, chosen)  # a column of its own, beside context noise
+    # History guidance: a column of its own, beside context noise.
     hg = None if guided is None else score_schemes(names, length, n_obs, max_frames, step_size, oracle=oracle,
                                                    sampler=chosen, options=options, denoiser=guided)
     s0 = scores[0]
     title = (f"T={length}, n_obs={n_obs}, K={max_frames}, S={s0.step_size}, {oracle.config.kernel} kernel, "
              f"sampler {s0.sampler}")
-    plot_schemes(scores + [dataclasses_replace(s, scheme=f"{s.scheme} ctx {context_noise:g}") for s in noisy or []]
-                 + [dataclasses_replace(s, scheme=f"{s.scheme} hg {history_guidance:g}") for s in hg or []], out, title)
+    plot_schemes(scores + [dataclasses.replace(s, scheme=f"{s.scheme} ctx {context_noise:g}") for s in noisy or []]
+                 + [dataclasses.replace(s, scheme=f"{s.scheme} hg {history_guidance:g}") for s in hg or []], out, title)
     rows = [s.summary() for s in scores]
     for r, n in zip(rows, noisy or []):
         r["kl_context_noise"] = n.kl
@@ -278,12 +273,6 @@ def schemes_cmd(names, all_, levels, length, n_obs, max_frames, step_size, oracl
     if chosen is None and all_:
         click.echo("(per-frame schemes df-*, fifo, ar-step need a real --sampler and are left out)")
     click.echo(f"wrote {out}")
-
-
-def dataclasses_replace(obj, **changes):
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)
 
 
 @eval_.command("sampler")

@@ -42,6 +42,7 @@ def test_yaml_subset_reads_the_published_layout():
     text = "a: 1  # one\nb:\n  - x: 'p # q'\n    y: [1, 2.5, 1e-4]\n  - 3\nc: ~\nd: TRUE\ne: {}\n"
     assert parse_yaml(text, "x") == {"a": 1, "b": [{"x": "p # q", "y": [1, 2.5, 1e-4]}, 3], "c": None,
                                      "d": True, "e": {}}
+    assert parse_yaml("a: [1, 2, ]\n", "x") == {"a": [1, 2]}  # YAML's trailing comma
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -50,6 +51,7 @@ def test_yaml_subset_reads_the_published_layout():
     ("a: 1\n  b: 2\n", "line 2: unexpected indentation"),
     ("a: 1\na: 2\n", "key 'a' appears twice"),
     ("a: [1, 2\n", "flow list must close"),
+    ("a: [1, , 2]\n", "line 1: an empty item"),
 ])
 def test_yaml_subset_refuses_what_it_does_not_read(text, needle):
     with pytest.raises(FdmError, match=needle):
@@ -245,3 +247,18 @@ def test_sample_takes_the_checkpoint_with_its_config_as_it_takes_the_conversion(
         assert code == 0, err
         frames.append(np.load(out / "video_0000.npz")["frames"])
     assert frames[0].shape == (6, 16, 16, 1) and np.array_equal(frames[0], frames[1])
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda c: c["diffusion"]["score_network"].update(params=None), "diffusion.score_network.params"),
+    (lambda c: c["diffusion"]["score_network"]["params"]["conditioning"]["projections"].update(timestep="foo"),
+     "conditioning.projections.timestep must be a mapping"),
+    (lambda c: c["diffusion"].update(noise_scheduler=[1]), "diffusion.noise_scheduler must be a mapping"),
+], ids=["params-empty", "projection-a-string", "scheduler-a-list"])
+def test_a_section_that_is_not_a_mapping_is_one_line(capsys, tmp_path, edit, needle):
+    ckpt, cfg = write_vd_published(tmp_path)
+    config = vd_config()
+    edit(config)
+    cfg.write_text(to_yaml(config))
+    err = _cli_error(capsys, "convert", ckpt, tmp_path / "x.safetensors", "--from", "video-diffusion", "--config", cfg)
+    assert str(cfg) in err and needle in err

@@ -54,6 +54,15 @@ def _get(tree: Any, dotted: str, where: str, default: Any = KeyError) -> Any:
     return node
 
 
+def _mapping(value: Any, name: str, where: str) -> dict:
+    """A config section (absent: empty); anything but a mapping is one line naming it."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FdmError(f"{where}: {name} must be a mapping (got {value!r})")
+    return value
+
+
 def score_network_target(cfg: Any, where: str) -> str:
     target = _get(cfg, "diffusion.score_network.target", where, None)
     if not isinstance(target, str):
@@ -64,7 +73,7 @@ def score_network_target(cfg: Any, where: str) -> str:
 def model_and_diffusion(cfg: dict, where: str) -> tuple[VDUNetConfig, DiffusionConfig, dict[str, Any]]:
     """Our model and diffusion configs, and the sampling extras, for a VDM config (FdmError naming
     the first setting fdm cannot reproduce)."""
-    p = _get(cfg, "diffusion.score_network.params", where)
+    p = _mapping(_get(cfg, "diffusion.score_network.params", where), "diffusion.score_network.params", where)
 
     def need(key: str, want, why: str) -> None:
         if p.get(key, want) != want:
@@ -75,10 +84,10 @@ def model_and_diffusion(cfg: dict, where: str) -> tuple[VDUNetConfig, DiffusionC
     if p.get("output_channels", p.get("input_channels")) != p.get("input_channels") and not p.get("is_learned_sigma"):
         raise FdmError(f"{where}: output_channels {p.get('output_channels')} differs from input_channels "
                        f"{p.get('input_channels')}")
-    cond = p.get("conditioning") or {}
+    cond = _mapping(p.get("conditioning"), "score_network.params.conditioning", where)
     if list(cond.get("signals", [])) != ["timestep"]:
         raise FdmError(f"{where}: conditioning signals {cond.get('signals')!r}: only ['timestep'] is supported")
-    proj = _get(cond, "projections.timestep", where + ": conditioning")
+    proj = _mapping(_get(cond, "projections.timestep", where + ": conditioning"), "conditioning.projections.timestep", where)
     if proj.get("target") != TIME_PROJECTION:
         raise FdmError(f"{where}: timestep projection {proj.get('target')!r} is not supported "
                        f"(supported: {TIME_PROJECTION}, the log-SNR input)")
@@ -88,8 +97,8 @@ def model_and_diffusion(cfg: dict, where: str) -> tuple[VDUNetConfig, DiffusionC
         raise FdmError(f"{where}: context_transformer_head must be the one RunProjection of logsnr_t")
     layers = {}
     for kind, target in (("spatial", SPATIAL), ("temporal", TEMPORAL)):
-        layer = cond.get(f"{kind}_context_transformer_layer") or {}
-        lp = layer.get("params") or {}
+        layer = _mapping(cond.get(f"{kind}_context_transformer_layer"), f"{kind}_context_transformer_layer", where)
+        lp = _mapping(layer.get("params"), f"{kind}_context_transformer_layer.params", where)
         if layer.get("target") != target or lp.get("context_dim", -1) not in (-1, None):
             raise FdmError(f"{where}: {kind}_context_transformer_layer must be {target} without context "
                            f"(got {layer.get('target')!r}, context_dim {lp.get('context_dim')!r})")
@@ -97,12 +106,12 @@ def model_and_diffusion(cfg: dict, where: str) -> tuple[VDUNetConfig, DiffusionC
             if lp.get(flag):
                 raise FdmError(f"{where}: {kind} attention {flag} is not supported")
         layers[kind] = lp
-    tp = proj.get("params") or {}
-    sched = _get(cfg, "diffusion.noise_scheduler", where)
+    tp = _mapping(proj.get("params"), "conditioning.projections.timestep.params", where)
+    sched = _mapping(_get(cfg, "diffusion.noise_scheduler", where), "diffusion.noise_scheduler", where)
     if sched.get("target") != SCHEDULER:
         raise FdmError(f"{where}: noise_scheduler {sched.get('target')!r} is not supported "
                        f"(supported: {SCHEDULER}, the continuous log-SNR schedule)")
-    sp = sched.get("params") or {}
+    sp = _mapping(sched.get("params"), "diffusion.noise_scheduler.params", where)
     schedule = f"logsnr-{sp.get('logsnr_schedule')}"
     parameterization = _get(cfg, "diffusion.parameterization", where)
     if parameterization not in PREDICTIONS:

@@ -113,6 +113,8 @@ def _mapping(lines, i: int, indent: int, where: str):
 
 
 def _scalar(text: str, n: int, where: str) -> Any:
+    if not text:
+        raise FdmError(f"{where}: line {n}: an empty item")
     if text[0] in "&*!|>":
         raise FdmError(f"{where}: line {n}: YAML feature {text[0]!r} is not supported")
     if text[0] in "'\"":
@@ -123,7 +125,10 @@ def _scalar(text: str, n: int, where: str) -> Any:
         if text[-1] != "]":
             raise FdmError(f"{where}: line {n}: a flow list must close on its line ({text!r})")
         inner = text[1:-1].strip()
-        return [_scalar(part.strip(), n, where) for part in inner.split(",")] if inner else []
+        parts = [part.strip() for part in inner.split(",")] if inner else []
+        if parts and not parts[-1]:  # `[1, 2, ]`: YAML allows a trailing comma
+            parts.pop()
+        return [_scalar(part, n, where) for part in parts]
     if text[0] == "{":
         if text.replace(" ", "") != "{}":
             raise FdmError(f"{where}: line {n}: flow mappings other than {{}} are not supported")
