@@ -135,7 +135,7 @@ def level_options(cfg: SampleConfig, sampler):
     """The per-frame schemes' settings; they plan on the sampler's grid (its moves per job)."""
     from sampling_schemes.levels import LevelOptions
 
-    return LevelOptions(len(sampler.trajectory()) - 1, cfg.uncertainty_scale, cfg.partitions, cfg.lookahead,
+    return LevelOptions(sampler.nfe, cfg.uncertainty_scale, cfg.partitions, cfg.lookahead,
                         cfg.block_size, cfg.ar_step)
 
 
@@ -272,6 +272,6 @@ def _summary(run: SamplingRun, jobs, counters: Counters, wall: float, shard: Sha
         # noise drawn on a helper thread during the network calls (this process): work the
         # overhead figure does not see when a core is free for it, and partly does when none is
         "noise_ahead_s": run.executor.noise_ahead_s,
-        "network_cpu_s": run.executor.model.cpu_seconds,  # this process's CPU seconds in the network
+        "network_cpu_s": run.executor.model.cpu_seconds,  # the calling thread's CPU seconds in the network (not torch's workers)
         "conditioning": run.cond.source,  # e.g. "carla_no_traffic:test" when taken from the checkpoint
     }

@@ -31,7 +31,7 @@ from sampling_schemes import Job, Plan
 def measured_map(oracle, sampler: Sampler, job: Job, context_level: float | None) -> tuple[torch.Tensor, ...]:
     """(A_O [L, O], A_L [L, L] on start values, R [L, W] on fresh noise, b [L]) of one job, measured."""
     n_o, n_l = len(job.observed), len(job.latent)
-    calls = len(sampler.trajectory()) - 1 if job.schedule is None else len(job.schedule) - 1
+    calls = sampler.nfe if job.calls is None else job.calls
     n_step = calls * n_l if sampler.stochastic else 0
     n_ctx = n_o if context_level is not None else 0
     width = n_o + n_l + n_step + n_ctx + 1  # the last column is all-zero input: it measures b

@@ -88,7 +88,7 @@ def level_options(sampler: Sampler | None, options: LevelOptions | None) -> Leve
     """Per-frame schemes plan on the sampler's own grid: steps = its moves per job."""
     options = options or LevelOptions()
     if sampler is not None:
-        options = dataclasses.replace(options, steps=len(sampler.trajectory()) - 1)
+        options = dataclasses.replace(options, steps=sampler.nfe)
     return options
 
 
@@ -130,7 +130,7 @@ def score_scheme(scheme: str, length: int, n_obs: int, max_frames: int, step_siz
         joint = propagate(p, sigma, mapper_for(model, sampler, context_noise))
     kl = gaussian_kl(joint.mean, joint.cov, sigma, joint.logdet, chol_sigma=chol)
     signed, absolute = error_by_distance(joint.cov, sigma, n_obs)
-    steps = None if sampler is None else len(sampler.trajectory()) - 1
+    steps = None if sampler is None else sampler.nfe
     return SchemeScore(scheme, length, n_obs, max_frames, check_args(length, n_obs, max_frames, step_size), len(p),
                        describe(sampler), kl, variance_ratio(joint.cov, sigma).tolist(), signed.tolist(),
                        absolute.tolist(), None if steps is None else p.nfe(steps), p.depth,

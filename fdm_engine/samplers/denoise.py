@@ -62,6 +62,7 @@ def run_job(model, sampler: Sampler, noise: torch.Tensor, frame_indices: torch.T
     # Sampler.step returns slots at t < 0 unchanged: with the default trajectory and clean
     # observed frames, nothing else holds still.
     holds = hold_equal or context_level is not None
+    observed_cpu = observed.cpu() if holds else None  # once: the levels live on the CPU
     for i in range(levels.shape[0] - 1):
         t, t_next = levels[i], levels[i + 1]
         model_levels = t.clamp(min=0).to(device=x.device, dtype=torch.float32)  # 0 on observed
@@ -74,7 +75,7 @@ def run_job(model, sampler: Sampler, noise: torch.Tensor, frame_indices: torch.T
                 x.shape, generator=step_noise, dtype=x.dtype, device="cpu").to(x.device)
         x_next = sampler.step(out, t, t_next, x, noise=z)
         if holds:
-            still = expand_like(((t_next == t) & hold_equal) | observed.cpu(), x).bool()
+            still = expand_like(((t_next == t) & hold_equal) | observed_cpu, x).bool()
             x_next = torch.where(still, x, x_next)
         x = x_next
     return x if in_place else torch.where(obs, x_obs, x)
