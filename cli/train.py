@@ -24,6 +24,8 @@ HELP = {
     "grad_accum": "Micro-batches per optimiser step and rank.",
     "lr": "Learning rate (after warm-up).",
     "warmup_steps": "Linear learning-rate warm-up steps.",
+    "decay_steps": "Decay the learning rate linearly to 0 over the last N steps (0 = constant; may be set "
+                   "when resuming, to anneal a run).",
     "optimizer": "adamw | adam.",
     "weight_decay": "Weight decay.",
     "grad_clip": "Clip the global gradient norm to this (0 = off).",

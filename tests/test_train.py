@@ -275,6 +275,16 @@ def test_learning_rate_warmup():
     assert lr_at(0, 1e-4, 0) == 1e-4
 
 
+def test_learning_rate_decays_linearly_to_zero_over_the_last_steps():
+    from trainers.optim import lr_at
+
+    # 10 steps, warm-up 2, decay over the last 4: steps 6..9 take 4/4, 3/4, 2/4, 1/4 of lr.
+    assert [lr_at(s, 1.0, 2, 10, 4) for s in range(10)] == [0.5, 1, 1, 1, 1, 1, 1.0, 0.75, 0.5, 0.25]
+    # Only the steps left matter: the same run annealed from step 6 whatever its constant part.
+    assert [lr_at(s, 1.0, 0, 20, 4) for s in range(16, 20)] == [1.0, 0.75, 0.5, 0.25]
+    assert lr_at(5, 1.0, 0, 10, 0) == 1.0
+
+
 def test_data_stream_resumes_exactly_and_shards_ranks(balls):
     from fdm_engine.datasets import open_dataset
     from trainers.data import DataStream

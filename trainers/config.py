@@ -41,6 +41,7 @@ class TrainConfig(Config):
     grad_accum: int | None = None  # micro-batches per step and rank
     lr: float | None = None
     warmup_steps: int | None = None  # linear warm-up from 0 to lr
+    decay_steps: int | None = None  # linear decay from lr to 0 over the last N steps; 0 = constant
     optimizer: str | None = None  # adamw | adam
     weight_decay: float | None = None
     grad_clip: float | None = None  # max global grad norm; 0 = off
@@ -70,7 +71,7 @@ class TrainConfig(Config):
 
 DEFAULTS: dict[str, Any] = dict(
     diffusion_steps=1000, noise_schedule="linear", prediction="eps",
-    steps=100_000, batch_size=8, grad_accum=1, lr=1e-4, warmup_steps=0, optimizer="adamw",
+    steps=100_000, batch_size=8, grad_accum=1, lr=1e-4, warmup_steps=0, decay_steps=0, optimizer="adamw",
     weight_decay=0.0, grad_clip=1.0, ema_decay=0.9999, ema_warmup=True, autocast="auto", seed=0,
     save_every=5000, keep_checkpoints=3, log_every=10, sample_every=50_000, sample_scheme=SampleConfig.scheme,
     sample_sampler=SampleConfig.sampler, sample_steps=SampleConfig.steps, sample_videos=1,
@@ -80,7 +81,7 @@ DEFAULTS: dict[str, Any] = dict(
 TRAINER_OPTIONS = ("uncondition_rate", "max_num_mask_frames", "temporal_layer", "guidance_weight", "noise_levels")
 
 # Fields a resumed run may change; every other field must match the run's config.json.
-RESUME_FREE = ("steps", "save_every", "keep_checkpoints", "log_every", "sample_every", "sample_scheme",
+RESUME_FREE = ("steps", "decay_steps", "save_every", "keep_checkpoints", "log_every", "sample_every", "sample_scheme",
                "sample_n_obs", "sample_length", "sample_sampler", "sample_steps", "sample_videos",
                "num_workers", "device", "data_dir", "run_dir")
 
@@ -133,7 +134,7 @@ def check(cfg: TrainConfig) -> None:
     for name in positive:
         if getattr(cfg, name) < 1:
             raise FdmError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(cfg, name)})")
-    for name in ("warmup_steps", "keep_checkpoints", "sample_every", "grad_clip", "weight_decay"):
+    for name in ("warmup_steps", "decay_steps", "keep_checkpoints", "sample_every", "grad_clip", "weight_decay"):
         if getattr(cfg, name) < 0:
             raise FdmError(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(cfg, name)})")
     if not cfg.lr > 0:

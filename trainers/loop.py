@@ -239,7 +239,7 @@ def save(run: TrainRun) -> None:
 def train_step(run: TrainRun) -> StepStats:
     """One optimiser step: accumulate micro-batch gradients, check, clip, step, update the EMA."""
     cfg = run.cfg
-    lr = lr_at(run.step, cfg.lr, cfg.warmup_steps)
+    lr = lr_at(run.step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.decay_steps)
     set_lr(run.optimizer, lr)
     run.optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=run.device)

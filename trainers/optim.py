@@ -1,4 +1,4 @@
-"""Optimisers by name and the learning-rate schedule (linear warm-up, then constant)."""
+"""Optimisers by name and the learning-rate schedule (linear warm-up, constant, optional linear decay to 0)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,17 @@ def build_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.
     return OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay)
 
 
-def lr_at(step: int, lr: float, warmup_steps: int) -> float:
-    """Learning rate of optimiser step `step` (0-based): lr * (step + 1) / warmup during warm-up."""
+def lr_at(step: int, lr: float, warmup_steps: int, steps: int = 0, decay_steps: int = 0) -> float:
+    """Learning rate of optimiser step `step` (0-based) of a `steps`-step run: lr * (step + 1) / warmup
+    during warm-up, lr * (steps - step) / decay over the last `decay_steps` (warm-up, stable, decay).
+
+    The decay depends only on the steps left, so a run trained at constant lr can be annealed later by
+    resuming it with a decay that starts after its last step.
+    """
     if warmup_steps and step < warmup_steps:
         return lr * (step + 1) / warmup_steps
+    if decay_steps and step >= steps - decay_steps:
+        return lr * max(steps - step, 0) / decay_steps
     return lr
 
 
