@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from cli.paths import OutputPath
-from cli.schemes import level_flags, options_of
+from cli.schemes import history_options, level_flags, options_of
 from fdm_engine.errors import FdmError
 from fdm_engine.sample_config import option_default as default
 
@@ -87,13 +87,6 @@ def sampler_options(f):
                      help="Sampler steps per job.")(f)
     return click.option("--sampler", default="exact", show_default=True,
                         help="Job sampler: exact (draw from the exact conditional) or a real one (ddpm, ddim, ...).")(f)
-
-
-def history_options(f):
-    f = click.option("--history-drop", default=default("history_drop"), show_default=True,
-                     help="History guidance: what the reduced prediction leaves out (all | keep-nearest:N).")(f)
-    return click.option("--history-guidance", type=float, default=default("history_guidance"), show_default=True,
-                        help="History guidance weight W, as `fdm sample` (needs a real --sampler); 0 = off.")(f)
 
 
 def _guided(oracle, weight: float, drop: str, sampler, context_noise: float | None = None):
@@ -213,21 +206,32 @@ def _print_scheme(r: dict) -> None:
 @plan_options
 @oracle_option
 @sampler_options
+@click.option("--nfe", "budget", type=click.IntRange(min=1), default=None,
+              help="NFE budget: each scheme (and each variant) runs the sampler steps whose NFE is nearest it "
+                   "[default: the first scheme's NFE at --steps].")
+@click.option("--equal-steps", is_flag=True, help="Run every scheme at --steps instead (unequal NFE).")
 @click.option("--out", type=OutputPath(suffixes=(".png",)), default="eval_schemes.png", show_default=True,
               help="Where to write the comparison plot.")
 @scheme_level_options
 @history_options
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def schemes_cmd(names, all_, levels, length, n_obs, max_frames, step_size, oracle_spec, sampler, steps, spacing, eta,
-                out, as_json, context_noise, history_guidance, history_drop, **level_flags):
-    """Compare schemes by exact KL at one setting: a table, and a PNG (--out).
+                budget, equal_steps, out, as_json, context_noise, history_guidance, history_drop, **level_flags):
+    """Compare schemes by exact KL at equal NFE: a table, and a PNG (--out).
 
-    Every scheme runs the same sampler, so every frame gets the same number of steps; NFE and rounds
-    are listed. Per-frame schemes (df-*, fifo, ar-step) are included with a real --sampler. With
-    --context-noise T each scheme is also scored with observed frames shown at timestep T.
-    Adaptive schemes are left out: they have no exact score (see `fdm eval scheme --monte-carlo`)."""
+    With a real --sampler every scheme gets the steps per job whose network evaluations (NFE) come
+    nearest one budget (--nfe; default: the first scheme's NFE at --steps), and each row prints the
+    steps and the NFE it actually used. --context-noise T adds a column with observed frames shown at
+    timestep T (same steps: it costs no evaluations); --history-guidance W one with history guidance,
+    fitted to the budget again (a guided call with history to drop costs 2). Per-frame schemes
+    (df-*, fifo, ar-step) are included with a real --sampler. Adaptive schemes are left out: they
+    have no exact score (see `fdm eval scheme --monte-carlo`)."""
+    from tqdm import tqdm
+
+    from fdm_engine.diffusion.spacing import is_spacing_file
     from fdm_engine.evaluation.plots import plot_schemes
-    from fdm_engine.evaluation.scheme_score import score_schemes, static_schemes
+    from fdm_engine.evaluation.scheme_score import scheme_nfe, score_scheme, static_schemes, steps_for_nfe
+    from fdm_engine.history_guidance import guidance_drop
 
     if all_ == bool(names):
         raise FdmError("name schemes to compare, or pass --all (not both)")
@@ -236,43 +240,88 @@ def schemes_cmd(names, all_, levels, length, n_obs, max_frames, step_size, oracl
     names = static_schemes(tuple(_ints(levels, "--levels")), per_frame=chosen is not None) if all_ else list(names)
     options = options_of(steps, **level_flags)
     guided = _guided(oracle, history_guidance, history_drop, chosen)  # checked before any scoring
-    scores = score_schemes(names, length, n_obs, max_frames, step_size, oracle=oracle, sampler=chosen,
-                           options=options)
-    noisy = None if context_noise is None else score_schemes(names, length, n_obs, max_frames, step_size,
-                                                             oracle=oracle, sampler=chosen, options=options,
-                                                             context_noise=context_noise)
-    # History guidance: a column of its own, beside context noise.
-    hg = None if guided is None else score_schemes(names, length, n_obs, max_frames, step_size, oracle=oracle,
-                                                   sampler=chosen, options=options, denoiser=guided)
-    s0 = scores[0]
-    title = (f"T={length}, n_obs={n_obs}, K={max_frames}, S={s0.step_size}, {oracle.config.kernel} kernel, "
-             f"sampler {s0.sampler}")
-    plot_schemes(scores + [dataclasses.replace(s, scheme=f"{s.scheme} ctx {context_noise:g}") for s in noisy or []]
-                 + [dataclasses.replace(s, scheme=f"{s.scheme} hg {history_guidance:g}") for s in hg or []], out, title)
-    rows = [s.summary() for s in scores]
-    for r, n in zip(rows, noisy or []):
-        r["kl_context_noise"] = n.kl
-    for r, g in zip(rows, hg or []):
-        r["kl_history_guidance"] = g.kl
+    plan = (length, n_obs, max_frames, step_size)
+
+    def make(k: int):
+        return None if chosen is None else _sampler(sampler, schedule, k, spacing, eta)
+
+    if chosen is None or equal_steps:
+        budget = None
+    else:
+        if is_spacing_file(spacing):
+            raise FdmError(f"--spacing {spacing}: a file of timesteps fixes the steps, so schemes cannot be "
+                           "fitted to equal NFE; use a named spacing or --equal-steps")
+        budget = budget or scheme_nfe(names[0], *plan, chosen, options)
+
+    def steps_for(name: str, denoiser) -> int | None:
+        if budget is None:
+            return None if chosen is None else steps
+        return steps_for_nfe(budget, lambda k: scheme_nfe(name, *plan, make(k), options, guidance_drop(denoiser)),
+                             guess=steps)[0]
+
+    def score(name: str, k: int | None, **kw):
+        return score_scheme(name, *plan, oracle=oracle, sampler=None if k is None else make(k), options=options, **kw)
+
+    rows, plotted = [], []
+    for name in tqdm(names, desc="scoring schemes", unit="scheme", disable=None if len(names) > 1 else True):
+        k = steps_for(name, None)
+        plain = score(name, k)
+        row = {**plain.summary(), "steps": k}
+        plotted.append(dataclasses.replace(plain, scheme=_label(name, k, plain.nfe)))
+        if context_noise is not None:  # the same calls, so the same steps and NFE
+            noisy = score(name, k, context_noise=context_noise)
+            row["kl_context_noise"] = noisy.kl
+            plotted.append(dataclasses.replace(noisy, scheme=_label(f"{name} ctx {context_noise:g}", k, noisy.nfe)))
+        if guided is not None:  # fitted again: a guided call with history to drop costs 2
+            k_hg = steps_for(name, guided)
+            hg = score(name, k_hg, denoiser=guided)
+            row.update(kl_history_guidance=hg.kl, steps_history_guidance=k_hg, nfe_history_guidance=hg.nfe)
+            plotted.append(dataclasses.replace(hg, scheme=_label(f"{name} hg {history_guidance:g}", k_hg, hg.nfe)))
+        rows.append(row)
+    if chosen is None:
+        how = "exact conditional per job"
+    else:
+        how = f"{type(chosen).__name__} ({chosen.config.spacing}), " + (
+            f"{steps} steps per job" if budget is None else f"steps per scheme for {budget} NFE")
+    title = f"T={length}, n_obs={n_obs}, K={max_frames}, S={plotted[0].step_size}, {oracle.config.kernel} kernel, {how}"
+    plot_schemes(plotted, out, title)
     if as_json:
-        click.echo(json.dumps({"setting": title, "png": out, "schemes": rows, "context_noise": context_noise,
-                               "history_guidance": None if hg is None else {"weight": history_guidance,
-                                                                            "drop": history_drop}}))
+        click.echo(json.dumps({"setting": title, "png": out, "nfe_budget": budget, "schemes": rows,
+                               "context_noise": context_noise,
+                               "history_guidance": None if guided is None else {"weight": history_guidance,
+                                                                                "drop": history_drop}}))
         return
-    click.echo(title)
-    ctx = "" if noisy is None else f"{'KL ctx ' + format(context_noise, 'g'):>14}"
-    ctx += "" if hg is None else f"{'KL hg ' + format(history_guidance, 'g'):>14}"
-    click.echo(f"{'scheme':<24}{'jobs':>6}{'NFE':>7}{'rounds':>7}{'KL (nats)':>14}{ctx}{'KL/frame':>12}"
-               f"{'var ratio range':>22}")
-    for r in rows:
-        nfe = "-" if r["nfe"] is None else r["nfe"]
-        extra = "" if noisy is None else f"{r['kl_context_noise']:>14.5g}"
-        extra += "" if hg is None else f"{r['kl_history_guidance']:>14.5g}"
-        click.echo(f"{r['scheme']:<24}{r['jobs']:>6}{nfe:>7}{r['rounds']:>7}{r['kl']:>14.5g}{extra}"
-                   f"{r['kl_per_frame']:>12.4g}{r['variance_ratio_min']:>11.3f} .. {r['variance_ratio_max']:<7.3f}")
+    _print_schemes(rows, title, context_noise, None if guided is None else history_guidance)
     if chosen is None and all_:
         click.echo("(per-frame schemes df-*, fifo, ar-step need a real --sampler and are left out)")
     click.echo(f"wrote {out}")
+
+
+def _label(name: str, steps: int | None, nfe: int | None) -> str:
+    return name if steps is None else f"{name} ({steps} steps, {nfe} NFE)"
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _print_schemes(rows: list[dict], title: str, context_noise, weight) -> None:
+    click.echo(title)
+    head = f"{'scheme':<24}{'jobs':>6}{'steps':>7}{'NFE':>7}{'rounds':>7}{'KL (nats)':>14}"
+    if context_noise is not None:
+        head += f"{'KL ctx ' + format(context_noise, 'g'):>14}"
+    if weight is not None:
+        head += f"{'steps hg':>10}{'NFE hg':>8}{'KL hg ' + format(weight, 'g'):>14}"
+    click.echo(head + f"{'KL/frame':>12}{'var ratio range':>22}")
+    for r in rows:
+        line = (f"{r['scheme']:<24}{r['jobs']:>6}{_num(r['steps'], 'd'):>7}{_num(r['nfe'], 'd'):>7}{r['rounds']:>7}"
+                f"{r['kl']:>14.5g}")
+        if context_noise is not None:
+            line += f"{r['kl_context_noise']:>14.5g}"
+        if weight is not None:
+            line += f"{r['steps_history_guidance']:>10}{r['nfe_history_guidance']:>8}{r['kl_history_guidance']:>14.5g}"
+        click.echo(line + f"{r['kl_per_frame']:>12.4g}{r['variance_ratio_min']:>11.3f} .. "
+                          f"{r['variance_ratio_max']:<7.3f}")
 
 
 @eval_.command("sampler")

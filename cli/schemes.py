@@ -80,12 +80,39 @@ def list_schemes():
         click.echo(f"{name:<22} {DESCRIPTIONS.get(name, '(plug-in)')}")
 
 
-STEPS_HELP = "Sampler steps per job: per-frame schemes plan on this many noise levels."
+def steps_option(f):
+    """--steps, one default for plan, show and stats: `fdm sample`'s (fdm_engine/sample_config.py)."""
+    from fdm_engine.sample_config import option_default
+
+    return click.option("--steps", type=click.IntRange(min=1), default=option_default("steps"), show_default=True,
+                        help="Sampler steps per job, as `fdm sample --steps` (NFE = jobs x steps; per-frame "
+                             "schemes plan on this many noise levels).")(f)
+
+
+def history_options(f):
+    """History guidance (fdm_engine/history_guidance.py), as `fdm sample`: its calls with history to
+    drop evaluate the network twice, so they count 2 in NFE."""
+    from fdm_engine.sample_config import option_default
+
+    f = click.option("--history-drop", default=option_default("history_drop"), show_default=True,
+                     help="History guidance: what the reduced prediction leaves out (all | keep-nearest:N).")(f)
+    return click.option("--history-guidance", type=float, default=option_default("history_guidance"),
+                        show_default=True, help="History guidance weight W, as `fdm sample`; 0 = off. A guided "
+                                                "call with history to drop counts 2 NFE (full and reduced).")(f)
+
+
+def guidance_spec(weight: float, drop: str) -> str | None:
+    """The --history-drop that NFE counts with (None: unguided), after checking both flags."""
+    from fdm_engine.history_guidance import check_weight, parse_drop
+
+    check_weight(weight)
+    parse_drop(drop)
+    return None if weight == 0 else drop
 
 
 @schemes.command("plan")
 @plan_options
-@click.option("--steps", type=click.IntRange(min=1), default=25, show_default=True, help=STEPS_HELP)
+@steps_option
 @level_flags
 @click.option("--json", "as_json", is_flag=True, help='Print {"jobs": [{"observed": [...], "latent": [...]}]}.')
 def plan_cmd(scheme, length, n_obs, max_frames, step_size, steps, as_json, **levels):
@@ -103,7 +130,7 @@ def plan_cmd(scheme, length, n_obs, max_frames, step_size, steps, as_json, **lev
 @plan_options
 @click.option("--out", type=OutputPath(suffixes=(".png",)), default=None, help="Also write the picture (PNG) here.")
 @click.option("--width", type=int, default=None, help="Terminal columns [default: the terminal's width].")
-@click.option("--steps", type=click.IntRange(min=1), default=25, show_default=True, help=STEPS_HELP)
+@steps_option
 @level_flags
 def show(scheme, length, n_obs, max_frames, step_size, out, width, steps, **levels):
     """Draw SCHEME: a row per job, a column per frame (per-frame schemes: a row per network call,
@@ -148,19 +175,26 @@ def _can_print(text: str) -> bool:
 
 @schemes.command("stats")
 @plan_options
-@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Denoising steps per job (NFE = jobs x steps; per-frame schemes plan on this many levels).")
+@steps_option
 @level_flags
+@history_options
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
-def stats(scheme, length, n_obs, max_frames, step_size, steps, as_json, **levels):
+def stats(scheme, length, n_obs, max_frames, step_size, steps, as_json, history_guidance, history_drop, **levels):
     """Count SCHEME's jobs, network evaluations, rounds (DAG depth), batched calls and widest round."""
+    from fdm_engine.history_guidance import plan_nfe
+
+    drop = guidance_spec(history_guidance, history_drop)
     p = make_plan(scheme, length, n_obs, max_frames, step_size, options_of(steps, **levels))
-    numbers = {"jobs": len(p), "nfe": p.nfe(steps), "depth": p.depth, "calls": p.calls(steps), "widest": p.widest}
+    numbers = {"jobs": len(p), "nfe": plan_nfe(p, steps, drop), "depth": p.depth, "calls": p.calls(steps),
+               "widest": p.widest}
     if as_json:
         click.echo(json.dumps(numbers))
         return
     click.echo(f"jobs:   {numbers['jobs']}")
     how = "network calls of single jobs" if p.per_frame else f"{numbers['jobs']} jobs x {steps} steps"
+    if drop is not None:
+        how = (f"{p.nfe(steps)} {'network calls of single jobs' if p.per_frame else 'job steps'}, "
+               f"{numbers['nfe'] - p.nfe(steps)} of them with history to drop count twice under history guidance")
     click.echo(f"NFE:    {numbers['nfe']}  ({how})")
     click.echo(f"depth:  {numbers['depth']}  (rounds run in sequence, jobs within a round batched)")
     click.echo(f"calls:  {numbers['calls']}  (batched network calls: per round, its longest job)")

@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 import torch
 
 from fdm_engine.errors import FdmError
+from fdm_engine.history_guidance import guidance_drop, job_nfe
 from fdm_engine.limits import check_memory
 from fdm_engine.samplers import Sampler, run_job
 from sampling_schemes import Job, Plan
@@ -236,6 +237,7 @@ class Executor:
         if batch_size < 1:
             raise FdmError(f"--batch-size must be >= 1 (got {batch_size})")
         self.model = TimedModel(model)
+        self.history_drop = guidance_drop(model)
         self._ahead: NoiseAhead | None = None
         self.noise_ahead_s = 0.0  # CPU seconds of noise drawn ahead on the helper thread
         self.sampler = sampler
@@ -355,8 +357,9 @@ class Executor:
                 task.video.record(task.order, task.job, frames)
                 if on_job:
                     on_job(len(task.job.latent))
-            # network evaluations per job: the sampler's moves, or a per-frame job's calls
-            counters.nfe += sum(self.sampler.nfe if t.job.calls is None else t.job.calls for t in chunk)
+            # network evaluations per job: the sampler's moves, or a per-frame job's calls; a
+            # history-guided call with history to drop is two (fdm_engine/history_guidance.py)
+            counters.nfe += sum(job_nfe(t.job, self.sampler.nfe, self.history_drop) for t in chunk)
         # Deltas, so counts stay right across a resumed run.
         counters.calls += self.model.calls - calls
         counters.network_s += self.model.seconds - seconds

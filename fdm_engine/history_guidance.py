@@ -13,7 +13,12 @@ in the model's prediction type. The conversions between eps, x0 and v at one x_t
 prediction and the weights (1 + W, -W) sum to 1, so this is the same combination of x0 estimates
 (and of eps, of v). W = 0 is the unguided model; DFoT's guidance scale is omega = 1 + W.
 Observed frames keep pred_full. It is linear in the model's outputs, so it stays exact with the
-oracle.
+oracle. Only the jobs (rows) with history to drop get the reduced prediction: a row without any
+is the plain model, evaluated once.
+
+NFE (network evaluations of single jobs, `job_nfe`): a guided call of a job with history to drop
+costs 2 (the job through the network twice, as 2 rows), one without costs 1. Per-frame jobs
+(docs/perframe.md) show the frames they have finished as clean history, so the count is per call.
 
 Drops (registry `HISTORY_DROPS`, spec `name[:N]`):
 - `all`: every observed frame (DFoT's vanilla history guidance: full history vs none);
@@ -90,6 +95,7 @@ class HistoryGuidance(nn.Module):
         self.model = model
         self.weight = float(weight)
         self.drop, self.count = parse_drop(drop)
+        self.drop_spec = str(drop)
         expose_model_attributes(self, model)
 
     def forward(self, x, frame_indices, noise_levels, observed, valid=None):
@@ -97,18 +103,58 @@ class HistoryGuidance(nn.Module):
         real = torch.ones_like(observed) if valid is None else valid
         latent = real & ~observed
         dropped = self.drop(observed & real, frame_indices, latent, self.count) & observed & real
-        if not bool(dropped.any()):
+        rows = dropped.any(dim=1)  # jobs with history to drop: only they get the reduced prediction
+        if not bool(rows.any()):
             return self.model(x, frame_indices, noise_levels, observed, valid=valid)
         B = x.shape[0]
-        out = self.model(torch.cat([x, x]), torch.cat([frame_indices, frame_indices]),
-                         torch.cat([noise_levels, noise_levels]), torch.cat([observed, observed & ~dropped]),
-                         valid=torch.cat([real, real & ~dropped]))
+        out = self.model(torch.cat([x, x[rows]]), torch.cat([frame_indices, frame_indices[rows]]),
+                         torch.cat([noise_levels, noise_levels[rows]]),
+                         torch.cat([observed, (observed & ~dropped)[rows]]),
+                         valid=torch.cat([real, (real & ~dropped)[rows]]))
         full, reduced = out[:B], out[B:]
-        guided = full + self.weight * (full - reduced)
-        return torch.where(latent[:, :, None, None, None], guided, full)
+        guided = full[rows] + self.weight * (full[rows] - reduced)
+        out = full.clone()
+        out[rows] = torch.where(latent[rows][:, :, None, None, None], guided, full[rows])
+        return out
 
 
 def with_history_guidance(model: nn.Module, weight: float, drop: str = "all") -> nn.Module:
     """`model` under history guidance of weight W; the model itself when W = 0."""
     check_weight(weight)
     return model if weight == 0 else HistoryGuidance(model, weight, drop)
+
+
+def history_slots(job, steps: int) -> torch.Tensor:
+    """[calls, F] bool: the slots (observed, then latent) each network call of `job` shows the model
+    as clean, i.e. its history: the observed frames, and a per-frame job's frames already at level 0.
+    `steps`: the sampler's moves per job (an FDM job's calls)."""
+    n_o, n_l = len(job.observed), len(job.latent)
+    if job.schedule is None:
+        done = torch.zeros(steps, n_l, dtype=torch.bool)
+    else:
+        done = torch.tensor(job.schedule[:-1], dtype=torch.long).reshape(-1, n_l) == 0
+    return torch.cat([torch.ones(done.shape[0], n_o, dtype=torch.bool), done], 1)
+
+
+def job_nfe(job, steps: int, drop: str | None = None) -> int:
+    """Network evaluations of one job: its calls (an FDM job: `steps`, the sampler's moves; a
+    per-frame job: its schedule's), each counting 2 under history guidance (`drop`: its
+    --history-drop; None: unguided) when it has history to drop (the full and the reduced
+    prediction), else 1."""
+    if drop is None:
+        return steps if job.calls is None else job.calls
+    fn, count = parse_drop(drop)
+    clean = history_slots(job, steps)
+    frames = torch.tensor(job.observed + job.latent, dtype=torch.long).expand_as(clean)
+    dropped = fn(clean, frames, ~clean, count) & clean
+    return clean.shape[0] + int(dropped.any(dim=1).sum())
+
+
+def plan_nfe(plan, steps: int, drop: str | None = None) -> int:
+    """Network evaluations of a plan's single jobs (Plan.nfe, with history guidance counted)."""
+    return sum(job_nfe(job, steps, drop) for job in plan.jobs)
+
+
+def guidance_drop(model) -> str | None:
+    """The --history-drop of a history-guided model (what job_nfe needs); None when unguided."""
+    return model.drop_spec if isinstance(model, HistoryGuidance) else None

@@ -124,6 +124,80 @@ def test_both_predictions_run_in_one_network_call_of_twice_the_rows():
     assert [c[0] for c in calls] == [B], "a job without history is one plain call"
 
 
+def test_only_the_jobs_with_history_get_a_reduced_row():
+    """A batch mixing a job with history and one without: 3 rows, and each row's output is what the
+    job alone gets (the history-free one: the plain model)."""
+    o = oracle(size=2)
+    rows = []
+
+    def model(x, idx, levels, observed, valid=None):
+        rows.append(x.shape[0])
+        return o(x, idx, levels, observed, valid)
+
+    F = 6
+    observed = torch.tensor([[True, True, False, False, False, False], [False] * F])
+    levels = torch.where(observed, 0.0, 400.0)
+    x, idx = torch.randn(2, F, 1, 2, 2, generator=torch.Generator().manual_seed(1)), torch.arange(F).expand(2, F)
+    out = HistoryGuidance(model, 1.5)(x, idx, levels, observed)
+    assert rows == [2 + 1]
+    for b in range(2):
+        alone = HistoryGuidance(o, 1.5)(x[b:b + 1], idx[b:b + 1], levels[b:b + 1], observed[b:b + 1])
+        torch.testing.assert_close(out[b:b + 1], alone, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out[1:], o(x[1:], idx[1:], levels[1:], observed[1:]), rtol=1e-6, atol=1e-6)
+
+
+class RowCounter(torch.nn.Module):
+    """The oracle, counting the rows (jobs) the network evaluates."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.rows = model, 0
+
+    def forward(self, x, *args, **kwargs):
+        self.rows += x.shape[0]
+        return self.model(x, *args, **kwargs)
+
+
+@pytest.mark.parametrize("drop, guided_nfe", [("all", 10), ("keep-nearest:1", 8), ("keep-nearest:2", 6)])
+def test_nfe_counts_each_guided_call_with_history_twice(drop, guided_nfe):
+    """df-autoregressive, 3 frames from nothing (n_obs 0), K = 3, N = 2 levels: one job of 6 calls;
+    frame j goes 2 -> 0 in calls 2j, 2j+1. Clean history by call: none, none, f0, f0, f0 f1, f0 f1.
+    By hand: 'all' drops history in calls 2..5 (6 + 4 = 10), keep-nearest:1 only where 2 frames are
+    clean (6 + 2), keep-nearest:2 never (6). The executor's count and the rows the network
+    evaluated (one video, so one row per job call) agree with it."""
+    from fdm_engine.history_guidance import plan_nfe
+    from sampling_schemes.levels import LevelOptions
+
+    s = make_sampler("ddim", SCHED, 2)
+    options = LevelOptions(steps=2)
+    p = job_source("df-autoregressive", 3, 0, 3, 2, options=options).fixed_plan
+    assert [j.calls for j in p.jobs] == [6] and p.nfe(2) == plan_nfe(p, 2) == 6
+    assert plan_nfe(p, 2, drop) == guided_nfe
+    counter = RowCounter(oracle(size=2))
+    state = SamplingState.start(torch.zeros(1, 0, 1, 2, 2), 3)
+    Executor(HistoryGuidance(counter, 1.0, drop), s, seed=0).run(
+        job_source("df-autoregressive", 3, 0, 3, 2, options=options), state)
+    assert state.nfe == counter.rows == guided_nfe
+
+
+def test_fdm_jobs_count_twice_only_with_history():
+    """autoreg from nothing, T = 16, K = 8, S = 4: a first job of 8 frames without history, then two
+    jobs observing 4 frames: 3 s NFE unguided, s + 2 x 2 s guided (keep-nearest:4 keeps all 4:
+    nothing to drop, 3 s). Two videos batched: the network's rows are the same count per video."""
+    from fdm_engine.history_guidance import plan_nfe
+
+    steps = 3
+    p = job_source("autoreg", 16, 0, 8, 4).fixed_plan
+    assert [len(j.observed) for j in p.jobs] == [0, 4, 4]
+    assert (plan_nfe(p, steps), plan_nfe(p, steps, "all"), plan_nfe(p, steps, "keep-nearest:4"),
+            plan_nfe(p, steps, "keep-nearest:3")) == (9, 15, 9, 15)
+    counter = RowCounter(oracle(size=2))
+    state = SamplingState.start(torch.zeros(2, 0, 1, 2, 2), 16)
+    Executor(HistoryGuidance(counter, 1.0, "all"), make_sampler("ddim", SCHED, steps), batch_size=2, seed=0).run(
+        job_source("autoreg", 16, 0, 8, 4), state)
+    assert state.nfe == counter.rows == 2 * 15
+
+
 def test_exact_kl_of_a_guided_scheme_agrees_with_monte_carlo():
     o = oracle(size=32)
     sampler = make_sampler("dpm++2m", SCHED, 10, "logsnr")

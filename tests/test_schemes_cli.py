@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -56,6 +57,35 @@ def test_stats():
     out = json.loads(run("stats", "hierarchy-2-parallel", "--length", "300", "--n-obs", "36", "--steps", "50", "--json"))
     assert out["nfe"] == out["jobs"] * 50 and out["depth"] <= 5 and out["widest"] > 1
     assert "depth:  27" in run("stats", "hierarchy-2", "--length", "300", "--n-obs", "36")
+
+
+def test_plan_show_and_stats_share_fdm_samples_steps_default():
+    """Per-frame plans depend on --steps (the grid): the same default everywhere gives the same plan
+    in plan, show and stats, and it is `fdm sample`'s."""
+    from fdm_engine.sample_config import SampleConfig
+
+    k = SampleConfig(model="oracle:ou").steps
+    args = ["df-autoregressive", "--length", "10", "--n-obs", "2", "--max-frames", "4"]
+    jobs = json.loads(run("plan", *args, "--json"))["jobs"]
+    assert {j["grid"] for j in jobs} == {k}
+    stats = json.loads(run("stats", *args, "--json"))
+    assert stats["nfe"] == sum(len(j["schedule"]) - 1 for j in jobs) == json.loads(
+        run("stats", *args, "--steps", str(k), "--json"))["nfe"]
+    for sub in ("plan", "show", "stats"):
+        steps_help = re.search(r"--steps INTEGER RANGE .*?\[default: (\d+);", " ".join(run(sub, "--help").split()))
+        assert int(steps_help.group(1)) == k
+
+
+def test_stats_counts_history_guided_calls_twice():
+    """autoreg, T = 20, 5 given, K = 6, S = 3: 5 jobs, all with history: 5 x 4 steps, twice under
+    guidance (drop all); keep-nearest:3 keeps the 3 observed frames of every job: nothing to drop."""
+    base = ["stats", "autoreg", "--length", "20", "--n-obs", "5", "--max-frames", "6", "--steps", "4", "--json"]
+    plain = json.loads(run(*base))
+    assert plain["jobs"] == 5 and plain["nfe"] == 20
+    guided = json.loads(run(*base, "--history-guidance", "1"))
+    assert guided["nfe"] == 40 and guided["calls"] == plain["calls"]  # both halves: one batched call
+    assert json.loads(run(*base, "--history-guidance", "1", "--history-drop", "keep-nearest:3"))["nfe"] == 20
+    assert "20 of them with history to drop count twice" in run(*base[:-1], "--history-guidance", "1")
 
 
 @pytest.mark.parametrize("sub", ["list", "plan", "show", "stats"])

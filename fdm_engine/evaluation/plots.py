@@ -34,6 +34,9 @@ def plot_schemes(scores, path, title: str) -> Path:
     axes[0].barh(names, [s.kl for s in scores], color="tab:blue")
     axes[0].invert_yaxis()
     axes[0].set_xlabel("KL(scheme || true), nats per pixel")
+    kls = [s.kl for s in scores]
+    if all(0 < k < float("inf") for k in kls) and max(kls) > 100 * min(kls):  # e.g. an unstable guided chain
+        axes[0].set_xscale("log")
     for s in scores:
         axes[1].plot(range(s.length), s.variance_ratio, lw=1, label=s.scheme)
         axes[2].plot(range(s.length), s.cov_error, lw=1, label=s.scheme)
@@ -42,6 +45,9 @@ def plot_schemes(scores, path, title: str) -> Path:
     axes[1].set(xlabel="frame index", ylabel="variance ratio (scheme / true)")
     axes[2].axhline(0, color="k", lw=0.5)
     axes[2].set(xlabel="frame distance", ylabel="mean covariance error / prior variance")
+    if max(max(s.variance_ratio) for s in scores) > 100:  # a growing chain: see every curve
+        axes[1].set_yscale("log")
+        axes[2].set_yscale("symlog", linthresh=0.1)
     axes[2].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()

@@ -18,7 +18,9 @@ covariance, a lower bound on the true KL.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
+from typing import Callable
 
 import torch
 
@@ -28,6 +30,7 @@ from fdm_engine.evaluation.gaussian import (ExactConditional, JobMapper, cholesk
 from fdm_engine.evaluation.levels_map import ContextConditional, ExactContext, propagate_levels
 from fdm_engine.evaluation.montecarlo import KLEstimate, kl_estimate, pixel_series
 from fdm_engine.evaluation.sampler_map import SamplerConditional
+from fdm_engine.history_guidance import guidance_drop, plan_nfe
 from fdm_engine.limits import check_memory
 from fdm_engine.samplers import Sampler
 from sampling_schemes import check_args, get_scheme, job_source
@@ -48,7 +51,8 @@ class SchemeScore:
     variance_ratio: list[float]  # [T] scheme / true marginal variance per frame
     cov_error: list[float]  # [T] mean signed (C - Sigma) / prior variance at frame distance d
     cov_abs_error: list[float]  # [T] mean absolute, same pairs
-    nfe: int | None = None  # network evaluations of single jobs (None with the exact conditional)
+    nfe: int | None = None  # network evaluations of single jobs (None with the exact conditional); a
+    # history-guided call with history to drop counts 2 (fdm_engine/history_guidance.py: job_nfe)
     rounds: int | None = None  # DAG rounds (batched calls: `calls`)
     calls: int | None = None  # batched network calls, each round's longest job
     context_noise: float | None = None
@@ -133,8 +137,34 @@ def score_scheme(scheme: str, length: int, n_obs: int, max_frames: int, step_siz
     steps = None if sampler is None else sampler.nfe
     return SchemeScore(scheme, length, n_obs, max_frames, check_args(length, n_obs, max_frames, step_size), len(p),
                        describe(sampler), kl, variance_ratio(joint.cov, sigma).tolist(), signed.tolist(),
-                       absolute.tolist(), None if steps is None else p.nfe(steps), p.depth,
-                       None if steps is None else p.calls(steps), context_noise)
+                       absolute.tolist(), None if steps is None else plan_nfe(p, steps, guidance_drop(denoiser)),
+                       p.depth, None if steps is None else p.calls(steps), context_noise)
+
+
+def scheme_nfe(scheme: str, length: int, n_obs: int, max_frames: int, step_size: int | None, sampler: Sampler,
+               options: LevelOptions | None = None, drop: str | None = None) -> int:
+    """NFE of a static scheme run by `sampler` (history guidance with `drop`: its calls with history
+    to drop count 2); per-frame schemes plan on the sampler's grid."""
+    p = static_plan(scheme, length, n_obs, max_frames, step_size, level_options(sampler, options))
+    return plan_nfe(p, sampler.nfe, drop)
+
+
+def steps_for_nfe(budget: int, nfe_at: Callable[[int], int], guess: int = 1) -> tuple[int, int]:
+    """(steps, NFE at those steps) with the NFE nearest `budget` (a tie: the fewer steps), for a
+    scheme whose NFE `nfe_at(steps)` grows with its steps (every frame gets each step, so
+    nfe_at(k) >= k and k never passes the budget)."""
+    if budget < 1:
+        raise FdmError(f"--nfe {budget}: must be >= 1")
+    cost = functools.cache(nfe_at)
+    hi = max(1, min(budget, guess))
+    while cost(hi) < budget and hi < budget:
+        hi = min(budget, 2 * hi)
+    lo = 1
+    while lo < hi:  # the fewest steps reaching the budget
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if cost(mid) < budget else (lo, mid)
+    best = min((k for k in (hi - 1, hi) if k >= 1), key=lambda k: (abs(cost(k) - budget), k))
+    return best, cost(best)
 
 
 def check_covariances(length: int) -> None:
