@@ -17,6 +17,7 @@ from fdm_engine.sample_config import option_default as default
 # steps per job). Its own contribution is computed exactly and printed beside the estimate.
 MC_SAMPLER = (default("sampler"), default("steps"), default("spacing"))
 DEFAULT_STEPS = "10,25,50,100,250,1000"
+UNSTABLE = 100.0  # a generated frame's variance this many times the truth's: a chain that amplifies
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -189,6 +190,10 @@ def _print_scheme(r: dict) -> None:
         click.echo(f"variance ratio:  {r['variance_ratio_min']:.4f} .. {r['variance_ratio_max']:.4f} "
                    "(generated frames)")
         click.echo(f"cov. error:      {r['cov_abs_error_mean']:.4g} mean |C - Sigma| / prior variance over distances")
+        if r["variance_ratio_max"] > UNSTABLE:
+            click.echo(f"note: the variance grows along the video (up to {r['variance_ratio_max']:.3g} x the "
+                       "truth's): each job amplifies what it is given, as history guidance does when a scheme "
+                       "feeds on its own frames (docs/perframe.md, Exact scores)")
     m = r.get("monte_carlo")
     if m:
         what = " (Gaussian fit: a lower bound on the true KL)" if m["lower_bound"] else ""
@@ -208,7 +213,7 @@ def _print_scheme(r: dict) -> None:
 @sampler_options
 @click.option("--nfe", "budget", type=click.IntRange(min=1), default=None,
               help="NFE budget: each scheme (and each variant) runs the sampler steps whose NFE is nearest it "
-                   "[default: the first scheme's NFE at --steps].")
+                   "[default: the first scheme's NFE at --steps; with --all, autoreg's].")
 @click.option("--equal-steps", is_flag=True, help="Run every scheme at --steps instead (unequal NFE).")
 @click.option("--out", type=OutputPath(suffixes=(".png",)), default="eval_schemes.png", show_default=True,
               help="Where to write the comparison plot.")
@@ -220,7 +225,8 @@ def schemes_cmd(names, all_, levels, length, n_obs, max_frames, step_size, oracl
     """Compare schemes by exact KL at equal NFE: a table, and a PNG (--out).
 
     With a real --sampler every scheme gets the steps per job whose network evaluations (NFE) come
-    nearest one budget (--nfe; default: the first scheme's NFE at --steps), and each row prints the
+    nearest one budget (--nfe; default: the first scheme's NFE at --steps, with --all autoreg's:
+    FDM's baseline), and each row prints the
     steps and the NFE it actually used. --context-noise T adds a column with observed frames shown at
     timestep T (same steps: it costs no evaluations); --history-guidance W one with history guidance,
     fitted to the budget again (a guided call with history to drop costs 2). Per-frame schemes
@@ -251,7 +257,9 @@ def schemes_cmd(names, all_, levels, length, n_obs, max_frames, step_size, oracl
         if is_spacing_file(spacing):
             raise FdmError(f"--spacing {spacing}: a file of timesteps fixes the steps, so schemes cannot be "
                            "fitted to equal NFE; use a named spacing or --equal-steps")
-        budget = budget or scheme_nfe(names[0], *plan, chosen, options)
+        # FDM's autoregressive baseline sets the budget of --all (the registry lists schemes by name)
+        first = "autoreg" if all_ and "autoreg" in names else names[0]
+        budget = budget or scheme_nfe(first, *plan, chosen, options)
 
     def steps_for(name: str, denoiser) -> int | None:
         if budget is None:

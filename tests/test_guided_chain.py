@@ -75,3 +75,16 @@ def test_an_exploding_chain_keeps_a_finite_exact_kl():
 def test_square_root_log_det_is_the_covariance_log_det_where_both_exist():
     joint, _ = exact_joint(40, GUIDED)
     assert joint.logdet == pytest.approx(logdet_psd((joint.cov + joint.cov.T) / 2), rel=1e-6)
+
+
+def test_eval_scheme_says_when_the_variance_grows(capsys):
+    from cli_helpers import run_fdm
+
+    args = ["eval", "scheme", "df-autoregressive", "--length", "20", "--n-obs", str(N_OBS), "--max-frames", str(K),
+            "--step-size", str(S), "--sampler", "ddim", "--steps", "6", "--spacing", "logsnr",
+            "--oracle", "oracle:periodic:size=8"]
+    code, out, err = run_fdm(capsys, *args, "--history-guidance", "1")
+    assert code == 0, err
+    assert "note: the variance grows along the video (up to 338 x" in out
+    code, out, _ = run_fdm(capsys, *args)
+    assert code == 0 and "note:" not in out

@@ -3,6 +3,7 @@ network evaluations come nearest one budget, checked against hand counts of the 
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -81,3 +82,41 @@ def test_a_spacing_file_cannot_be_fitted(tmp_path, capsys):
     code, _, err = run_fdm(capsys, *args)
     assert code == 2 and "--equal-steps" in err and err.count("\n") == 1, err
     assert run_fdm(capsys, *args, "--equal-steps")[0] == 0
+
+
+def readme_scheme_table() -> list[list[str]]:
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    head = "| scheme | steps | NFE | rounds | exact KL | with --context-noise 50 |"
+    lines = text[text.index(head):].splitlines()[2:]
+    rows = itertools.takewhile(lambda line: line.startswith("| "), lines)
+    return [[c.strip().strip("*") for c in line.strip("|").split("|")] for line in rows]
+
+
+@pytest.mark.slow
+def test_readme_scheme_table_is_what_the_code_plans_and_scores():
+    """README's table at equal NFE: every row's steps, NFE and rounds (both variants) from the plans,
+    and the KLs of two rows, as `fdm eval schemes --all ... --steps 25 --history-guidance 1` prints."""
+    from fdm_engine.diffusion import DiffusionConfig, NoiseSchedule
+    from fdm_engine.evaluation.scheme_score import level_options, scheme_nfe, score_scheme, static_plan, static_schemes
+    from fdm_engine.models.oracle import GaussianProcessOracle, parse_oracle_spec
+    from fdm_engine.samplers import make_sampler
+
+    schedule = NoiseSchedule(DiffusionConfig())
+    make = lambda k: make_sampler("dpm++2m", schedule, k)  # noqa: E731  (fdm sample's default spacing)
+    plan = (300, 36, 20, None)
+    rows = readme_scheme_table()
+    assert [r[0] for r in rows] == static_schemes((2, 3), per_frame=True)
+    budget = scheme_nfe("autoreg", *plan, make(25))
+    assert budget == 675
+    for name, steps, nfe, rounds, _, _, hg_steps, hg_nfe, _ in rows:
+        for drop, k, n in ((None, steps, nfe), ("all", hg_steps, hg_nfe)):
+            assert steps_for_nfe(budget, lambda j: scheme_nfe(name, *plan, make(j), None, drop), guess=25) == (
+                int(k), int(n)), (name, drop)
+        assert static_plan(name, *plan, level_options(make(int(steps)), None)).depth == int(rounds)
+    oracle = GaussianProcessOracle(parse_oracle_spec("oracle:periodic"), schedule)
+    for r in rows:
+        if r[0] in ("hierarchy-2-parallel", "fifo"):
+            kl = score_scheme(r[0], *plan, oracle=oracle, sampler=make(int(r[1]))).kl
+            assert f"{kl:.3g}" == r[4], r

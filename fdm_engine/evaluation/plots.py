@@ -27,19 +27,24 @@ def _save(fig, path) -> Path:
 
 
 def plot_schemes(scores, path, title: str) -> Path:
-    """scores: list of SchemeScore at one setting -> KL bars, per-frame variance ratio, error by distance."""
+    """scores: list of SchemeScore at one setting -> KL bars, per-frame variance ratio, error by distance.
+    Each scheme has one colour in all three panels (the bars name them: no legend past 12)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    n = len(scores)
+    fig, axes = plt.subplots(1, 3, figsize=(16, max(4.5, 0.22 * n + 1.5)))
+    colours = plt.get_cmap("tab10" if n <= 10 else "turbo")([i / max(n - 1, 1) if n > 10 else i for i in range(n)])
     names = [s.scheme for s in scores]
-    axes[0].barh(names, [s.kl for s in scores], color="tab:blue")
-    axes[0].invert_yaxis()
-    axes[0].set_xlabel("KL(scheme || true), nats per pixel")
     kls = [s.kl for s in scores]
+    axes[0].barh(names, kls, color=colours)
+    axes[0].invert_yaxis()
+    axes[0].tick_params(axis="y", labelsize=7 if n > 12 else 9)
+    axes[0].set_xlabel("KL(scheme || true), nats per pixel")
     if all(0 < k < float("inf") for k in kls) and max(kls) > 100 * min(kls):  # e.g. an unstable guided chain
         axes[0].set_xscale("log")
-    for s in scores:
-        axes[1].plot(range(s.length), s.variance_ratio, lw=1, label=s.scheme)
-        axes[2].plot(range(s.length), s.cov_error, lw=1, label=s.scheme)
+        axes[0].set_xlim(left=min(kls) / 3)
+    for s, c in zip(scores, colours):
+        axes[1].plot(range(s.length), s.variance_ratio, lw=1, label=s.scheme, color=c)
+        axes[2].plot(range(s.length), s.cov_error, lw=1, label=s.scheme, color=c)
     axes[1].axhline(1, color="k", lw=0.5)
     axes[1].axvspan(0, scores[0].n_obs - 0.5, color="0.9")
     axes[1].set(xlabel="frame index", ylabel="variance ratio (scheme / true)")
@@ -48,7 +53,8 @@ def plot_schemes(scores, path, title: str) -> Path:
     if max(max(s.variance_ratio) for s in scores) > 100:  # a growing chain: see every curve
         axes[1].set_yscale("log")
         axes[2].set_yscale("symlog", linthresh=0.1)
-    axes[2].legend(fontsize=7)
+    if n <= 12:
+        axes[2].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)

@@ -89,7 +89,8 @@ class Sampler:
 
     @property
     def nfe(self) -> int:
-        """Network evaluations per job (moves of the trajectory)."""
+        """Network evaluations per job (moves of the trajectory), unguided: under history guidance a
+        call with history to drop costs 2 (fdm_engine/history_guidance.py, job_nfe)."""
         return len(self.trajectory()) - 1
 
     def half_log_snr(self, t: torch.Tensor) -> torch.Tensor:
