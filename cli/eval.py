@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from cli.paths import OutputPath
-from cli.schemes import history_options, level_flags, options_of
+from cli.schemes import guidance_spec, history_options, level_flags, options_of
 from fdm_engine.errors import FdmError
 from fdm_engine.sample_config import option_default as default
 
@@ -92,12 +92,10 @@ def sampler_options(f):
 
 def _guided(oracle, weight: float, drop: str, sampler, context_noise: float | None = None):
     """The oracle under history guidance (None when W = 0); it needs a real sampler to run it."""
-    from fdm_engine.history_guidance import HistoryGuidance, check_weight, parse_drop
+    from fdm_engine.history_guidance import HistoryGuidance
     from fdm_engine.sample_config import CONTEXT_HIDES_HISTORY
 
-    check_weight(weight)
-    parse_drop(drop)
-    if weight == 0:
+    if guidance_spec(weight, drop) is None:
         return None
     if context_noise is not None:
         raise FdmError(f"--history-guidance with --context-noise {context_noise:g}: {CONTEXT_HIDES_HISTORY}")

@@ -156,5 +156,10 @@ def plan_nfe(plan, steps: int, drop: str | None = None) -> int:
 
 
 def guidance_drop(model) -> str | None:
-    """The --history-drop of a history-guided model (what job_nfe needs); None when unguided."""
+    """The --history-drop of a history-guided model, also under other wrappers (what job_nfe
+    needs); None when unguided."""
+    for _ in range(16):  # every wrapper here keeps what it wraps as .model
+        if model is None or isinstance(model, HistoryGuidance):
+            break
+        model = getattr(model, "model", None)
     return model.drop_spec if isinstance(model, HistoryGuidance) else None

@@ -256,10 +256,10 @@ def test_bad_settings_are_one_line_errors(weight, drop, needle):
 
 def test_fdm_sample_and_eval_scheme_take_the_flags(tmp_path, capsys):
     base = ["sample", "oracle:periodic:lengthscale=4,size=4", "--length", "12", "--n-obs", "2", "--steps", "3",
-            "--quiet", "--format", "npz"]
+            "--max-frames", "6", "--quiet", "--format", "npz"]
     outs = {}
     for name, extra in (("plain", []), ("zero", ["--history-guidance", "0"]),
-                        ("guided", ["--history-guidance", "1.5", "--history-drop", "keep-nearest:1"])):
+                        ("guided", ["--history-guidance", "1.5", "--history-drop", "keep-nearest:2"])):
         code, _, err = run_fdm(capsys, *base, *extra, "--out", str(tmp_path / name))
         assert code == 0, err
         import numpy as np
@@ -268,7 +268,13 @@ def test_fdm_sample_and_eval_scheme_take_the_flags(tmp_path, capsys):
             outs[name] = f[f.files[0]].copy()
     assert (outs["plain"] == outs["zero"]).all() and not (outs["plain"] == outs["guided"]).all()
     cfg = json.loads((tmp_path / "guided" / "plan.json").read_text())["config"]
-    assert (cfg["history_guidance"], cfg["history_drop"]) == (1.5, "keep-nearest:1")
+    assert (cfg["history_guidance"], cfg["history_drop"]) == (1.5, "keep-nearest:2")
+    # NFE: 3 steps per job per video; keep-nearest:2 drops history only from jobs observing > 2 frames
+    plain, guided = (json.loads((tmp_path / n / "plan.json").read_text()) for n in ("plain", "guided"))
+    videos = plain["config"]["num_videos"]
+    assert plain["nfe"] == videos * 3 * len(plain["jobs"])
+    longer = sum(len(j["observed"]) > 2 for j in guided["jobs"])
+    assert 0 < longer < len(guided["jobs"]) and guided["nfe"] == videos * 3 * (len(guided["jobs"]) + longer)
 
     code, out, err = run_fdm(capsys, "eval", "scheme", "autoreg", "--length", "16", "--n-obs", "4",
                              "--max-frames", "8", "--sampler", "ddim", "--steps", "4",
@@ -279,3 +285,12 @@ def test_fdm_sample_and_eval_scheme_take_the_flags(tmp_path, capsys):
     code, _, err = run_fdm(capsys, "eval", "scheme", "autoreg", "--length", "16", "--n-obs", "4",
                            "--history-guidance", "1")
     assert code == 2 and "--sampler" in err and err.count("\n") == 1, err
+
+
+def test_the_count_finds_guidance_under_other_wrappers():
+    from fdm_engine.history_guidance import guidance_drop
+    from fdm_engine.precision import Autocast
+
+    guided = HistoryGuidance(oracle(size=2), 1.0, "keep-nearest:2")
+    assert guidance_drop(guided) == guidance_drop(Autocast(guided, torch.bfloat16, "cpu")) == "keep-nearest:2"
+    assert guidance_drop(oracle()) is None and guidance_drop(Autocast(oracle(), torch.bfloat16, "cpu")) is None
