@@ -136,7 +136,7 @@ def propagate_levels(plan: Plan, sigma: torch.Tensor, oracle, sampler: Sampler,
         moved = gain @ root[inputs]  # [L, columns], against the values before this job
         root = torch.cat([root, torch.zeros(T, r.shape[1], dtype=torch.float64)], 1)  # this job's fresh noise
         root[lat] = torch.cat([moved, r], 1)
-        if root.shape[1] > T:  # back to T columns (root @ root.T unchanged)
+        if root.shape[1] > 2 * T:  # back to T columns (root @ root.T unchanged), now and then
             root = torch.linalg.qr(root.T, mode="r").R.T
     tri = torch.linalg.qr(root.T, mode="r").R  # [T, T]: cov = tri.T @ tri
     diag = torch.diagonal(tri).abs()
