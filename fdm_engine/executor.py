@@ -176,11 +176,12 @@ def job_seed(seed: int, video: int, order: int) -> int:
     return (seed * 1_000_003 + video * 10_007 + order) * 2_654_435_761 % (2**63 - 1)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Task:
     video: OpenVideo
     order: int  # job order in the video's sequence
     job: Job
+    frames: torch.Tensor | None = None  # once run: its latent frames (a view of the batch's output)
 
 
 RoundHook = Callable[[list[Task], Counters], None]
@@ -355,6 +356,7 @@ class Executor:
                 task.video.check_start(task.job)
             for task, frames in zip(chunk, self.run_batch(chunk)):
                 task.video.record(task.order, task.job, frames)
+                task.frames = frames
                 if on_job:
                     on_job(len(task.job.latent))
             # network evaluations per job: the sampler's moves, or a per-frame job's calls; a

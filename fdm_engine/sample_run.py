@@ -37,7 +37,7 @@ from fdm_engine.precision import resolve_precision, with_precision
 from fdm_engine.sample_config import SampleConfig
 from fdm_engine.sample_state import BadState, RunState
 from fdm_engine.samplers import make_sampler
-from fdm_engine.writer import BackgroundWriter, video_stem, write_outputs
+from fdm_engine.writer import Background, Pixels, video_stem, write_outputs
 from sampling_schemes import job_source
 
 __all__ = ["SampleConfig", "Shard", "SamplingRun", "resolve_device", "build", "execute", "run_sampling"]
@@ -143,30 +143,19 @@ def level_options(cfg: SampleConfig, sampler):
 def execute(run: SamplingRun, video_ids: list[int], on_video: Callable[[OpenVideo], None],
             state: RunState | None = None, counters: Counters | None = None,
             on_job: Callable[[int], None] | None = None,
-            after_round: Callable[[], None] | None = None) -> Counters:
-    """Stream `video_ids` through the executor; `state` journals each round and restores videos."""
-    frame_shape = None
+            on_round: Callable[[list, Counters], None] | None = None) -> Counters:
+    """Stream `video_ids` through the executor; `state` restores videos (its journal is kept by
+    `on_round`, see run_sampling)."""
 
     def open_video(v: int) -> OpenVideo:
-        nonlocal frame_shape
         given = run.cond.given(v)
         video = OpenVideo.start(v, given, run.cond.length, run.source.video(given))
-        frame_shape = tuple(video.buffer.shape[1:])
-        made = state.made(v, frame_shape) if state is not None else {}
+        made = state.made(v, tuple(video.buffer.shape[1:])) if state is not None else {}
         video.replay({order: frames for order, (_, frames) in made.items()})
         if on_job:
             for _, frames in made.values():
                 on_job(len(frames))
         return video
-
-    def on_round(tasks, c: Counters) -> None:
-        if state is None:
-            return
-        for t in tasks:
-            state.append(t.video.video, t.order, t.job, t.video.frames(t.job.latent))
-        state.commit(dataclasses.asdict(c))
-        if after_round:
-            after_round()
 
     return run.executor.stream(video_ids, open_video, run.videos_in_flight, counters=counters,
                                on_round=on_round, on_video=on_video, on_job=on_job)
@@ -194,24 +183,49 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
         def on_job(n_latent: int) -> None:
             bar.update(1)
 
-        # Outputs are written on a thread while the next videos sample; a video leaves the state
-        # only once its files are written.
-        writer, plans = BackgroundWriter(max_pending=1), {}
+        # The journal, the outputs and the state's bookkeeping run in order on one background
+        # thread while the next round samples (CRC, file writes, fsync and the uint8 conversion
+        # release the GIL). A round is handed over only once the previous one is committed, so a
+        # kill loses at most the round being committed and the one being sampled.
+        background, pixels = Background(max_pending=2), {}
+
+        def journal(records: list, counters: dict) -> None:
+            for video, order, job, frames in records:
+                state.append(video, order, job, frames)
+                if video in pixels:
+                    pixels[video].put(job.latent, frames, final=job.schedule is None)
+            state.commit(counters)
+
+        def on_round(tasks, c: Counters) -> None:
+            background.wait()  # the previous round is committed
+            for t in tasks:
+                if t.video.video not in pixels:
+                    pixels[t.video.video] = Pixels(len(t.video.buffer), tuple(t.video.buffer.shape[1:]))
+            # t.frames: views of the batch's output, which nothing changes later (the buffers may)
+            records = [(t.video.video, t.order, t.job, t.frames) for t in tasks]
+            background.submit(lambda: journal(records, dataclasses.asdict(c)))
 
         def on_video(video: OpenVideo) -> None:
-            if video.video == min(video_ids):
+            v = video.video
+            if v == min(video_ids):
                 first["jobs"] = [j.to_dict() for j in video.jobs.plan.jobs]
-            plans[video.video] = first["jobs"] if video.video == min(video_ids) else None
-            writer.submit(video.video, lambda: write_outputs(out, video.video, video.buffer, cfg.formats,
-                                                             save_raw=cfg.save_raw, fps=cfg.fps))
+            plan = first["jobs"] if v == min(video_ids) else None
 
-        def written(videos: list[int]) -> None:
-            state.finish_videos({v: plans.pop(v) for v in videos})
+            def write() -> None:
+                made = pixels.pop(v, None)
+                write_outputs(out, v, video.buffer, cfg.formats, save_raw=cfg.save_raw, fps=cfg.fps,
+                              pixels=None if made is None else made.of(video.buffer))
+                state.finish_videos({v: plan})  # only once its files are written
+
+            background.submit(write)
 
         start = time.perf_counter()
-        counters = execute(run, todo, on_video, state=state, counters=Counters(**state.manifest.counters),
-                           on_job=on_job, after_round=lambda: written(writer.done()))
-        written(writer.close())
+        try:
+            counters = execute(run, todo, on_video, state=state, counters=Counters(**state.manifest.counters),
+                               on_job=on_job, on_round=on_round)
+            background.close()
+        finally:
+            background.close(check=False)  # unwinding: the queued work ends, its error is not lost below
         bar.close()
         wall = time.perf_counter() - start
         summary = _summary(run, first["jobs"], counters, wall, shard)

@@ -73,12 +73,16 @@ def video_stem(out: Path, video_id: int) -> Path:
 
 
 def write_outputs(out: Path, video_id: int, frames: torch.Tensor, formats, save_raw: bool = False,
-                  fps: int = 10) -> list[Path]:
-    """frames [T, C, H, W] in model space -> OUT/video_{id:04d}.<format> per format; returns paths."""
+                  fps: int = 10, pixels: np.ndarray | None = None) -> list[Path]:
+    """frames [T, C, H, W] in model space -> OUT/video_{id:04d}.<format> per format; returns paths.
+
+    pixels: to_uint8(frames) when the caller made it already (as frames were made, off the
+    sampling thread); None: converted here.
+    """
     from fdm_engine.video_io import to_uint8
 
     stem = video_stem(out, video_id)
-    pixels = to_uint8(frames)  # [T, H, W, C]
+    pixels = to_uint8(frames) if pixels is None else pixels  # [T, H, W, C]
     options = WriteOptions(save_raw=save_raw, fps=fps)
     written = []
     for fmt in formats:
@@ -88,56 +92,93 @@ def write_outputs(out: Path, video_id: int, frames: torch.Tensor, formats, save_
     return written
 
 
-class BackgroundWriter:
-    """Writes finished videos on a thread while the executor samples the next ones.
+class Pixels:
+    """A video's uint8 frames, converted as its jobs finish (on the background thread, from each
+    job's output) so that writing a finished video is a file write, not a pass over its float frames.
 
-    `submit(video_id, job)` queues a write (blocking while `max_pending` are queued, so memory
-    stays bounded); `done()` returns the ids written since the last call; `close()` waits for the
-    rest. An error in a write is raised in the caller's thread by the next call.
+    Frames that may still change (a per-frame job leaves them part-way) or were restored on resume
+    are converted when the video is written.
     """
 
-    def __init__(self, max_pending: int = 1):
+    def __init__(self, length: int, frame_shape: tuple):
+        c, h, w = frame_shape
+        self.array = np.empty((length, h, w, c), dtype=np.uint8)
+        self.ready = np.zeros(length, dtype=bool)
+
+    def put(self, indices: tuple[int, ...], frames: torch.Tensor, final: bool) -> None:
+        from fdm_engine.video_io import to_uint8
+
+        index = list(indices)
+        if final:
+            self.array[index] = to_uint8(frames)
+        self.ready[index] = final
+
+    def of(self, frames: torch.Tensor) -> np.ndarray:
+        """The whole video's uint8 frames, converting those not converted yet from `frames` [T, C, H, W]."""
+        from fdm_engine.video_io import to_uint8
+
+        todo = np.flatnonzero(~self.ready)
+        if len(todo):
+            self.array[todo] = to_uint8(frames[torch.from_numpy(todo)])
+            self.ready[todo] = True
+        return self.array
+
+
+class Background:
+    """Runs submitted work in order on one thread: a round's journal records and commit, a
+    finished video's outputs, forgetting a written video's journal (sample_run.py).
+
+    `submit(fn)` queues (blocking while `max_pending` are queued, so memory stays bounded);
+    `wait()` returns once everything submitted is done; `close()` waits and stops the thread.
+    A failure is never swallowed: the work after it is skipped (a journal that failed is not
+    committed, a video whose outputs failed is not marked written) and the error is raised in the
+    caller's thread by the next submit, wait or close.
+    """
+
+    def __init__(self, max_pending: int = 2, name: str = "fdm-writer"):
         import queue
         import threading
 
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
-        self._done: list[int] = []
-        self._error: BaseException | None = None
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._work, name="fdm-writer", daemon=True)
+        self._error: BaseException | None = None  # the first failure; the work after it is skipped
+        self._reported = False
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
+        self._closed = False
 
     def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
-            video_id, job = item
+        while True:
+            fn = self._queue.get()
             try:
+                if fn is None:
+                    return
                 if self._error is None:
-                    job()
-                    with self._lock:
-                        self._done.append(video_id)
+                    fn()
             except BaseException as e:  # handed to the caller's thread
                 self._error = e
             finally:
                 self._queue.task_done()
-        self._queue.task_done()
 
     def _raise(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+        if self._error is not None and not self._reported:
+            self._reported = True
+            raise self._error
 
-    def submit(self, video_id: int, job) -> None:
+    def submit(self, fn: Callable[[], None]) -> None:
         self._raise()
-        self._queue.put((video_id, job))
+        if self._closed or self._error is not None:
+            raise RuntimeError("Background.submit after close or a failure")
+        self._queue.put(fn)
 
-    def done(self) -> list[int]:
+    def wait(self) -> None:
+        self._queue.join()
         self._raise()
-        with self._lock:
-            out, self._done = self._done, []
-        return out
 
-    def close(self) -> list[int]:
-        """Wait for every queued write; returns the ids not yet reported by done()."""
-        self._queue.put(None)
-        self._thread.join()
-        return self.done()
+    def close(self, check: bool = True) -> None:
+        """Finish the queued work and stop; check=False (unwinding another error): do not raise."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join()
+        if check:
+            self._raise()

@@ -71,17 +71,27 @@ class Sampler:
         x0 = self.denoised(model_output, t, sample)
         if self.stochastic and noise is None:
             noise = torch.randn_like(sample)
+        keep = expand_like(t < 0, sample).bool()
         if self.clean_step_is_x0 and bool((t_next < 0).all()):
-            out = x0  # what update returns on moving frames; frames at t < 0 keep `sample` below
-        else:
-            out = self.update(x0, sample, t, t_next, noise)
-        return torch.where(expand_like(t < 0, sample).bool(), sample, out)
+            # what update returns on moving frames; frames at t < 0 keep `sample`. In place when
+            # x0 is a tensor of its own (no sampler history holds it): no new batch-sized tensor
+            if x0.shape == sample.shape and not torch.is_grad_enabled() and not _shares_memory(
+                    x0, sample, model_output):
+                return torch.where(keep, sample, x0, out=x0)
+            return torch.where(keep, sample, x0)
+        return torch.where(keep, sample, self.update(x0, sample, t, t_next, noise))
 
     def denoised(self, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
         """The x0 prediction the update uses: the model's output converted to x0, clamped to
         [-1, 1] with `clip_denoised` (every sampler's update is written in x0, so all honour it)."""
         a, s = self.schedule.alpha_sigma(t)
-        x0 = to_x0(model_output, self.schedule.prediction, sample, expand_like(a, sample), expand_like(s, sample))
+        a, s = expand_like(a, sample), expand_like(s, sample)
+        if self.schedule.prediction == "eps" and not torch.is_grad_enabled():
+            # x0 = (x_t - s eps) / a as x_t / a - (s / a) eps: two passes over the batch, not
+            # three, and one new tensor (the per-frame coefficients are [B, F] numbers)
+            x0 = torch.mul(model_output, -s / a).addcmul_(sample, a.reciprocal())
+        else:
+            x0 = to_x0(model_output, self.schedule.prediction, sample, a, s)
         return x0.clamp(-1, 1) if self.config.clip_denoised else x0
 
     def update(self, x0, x_t, t, t_next, noise):  # pragma: no cover - interface
@@ -102,3 +112,9 @@ class Sampler:
         """alpha-bar, a, s at t, broadcast against `like`, in its dtype."""
         ab = self.schedule.alpha_bar(t)
         return tuple(expand_like(c, like) for c in (ab, ab.sqrt(), (1 - ab).clamp(min=0).sqrt()))
+
+
+def _shares_memory(out: torch.Tensor, *others: torch.Tensor) -> bool:
+    """Whether `out` is (a view of) one of `others`: then it must not be written in place."""
+    ptr = out.untyped_storage().data_ptr()
+    return any(ptr == o.untyped_storage().data_ptr() for o in others)
