@@ -304,7 +304,7 @@ def schemes_cmd(names, all_, levels, length, n_obs, max_frames, step_size, oracl
 
 
 def _label(name: str, steps: int | None, nfe: int | None) -> str:
-    return name if steps is None else f"{name} ({steps} steps, {nfe} NFE)"
+    return name if steps is None else f"{name} ({steps} step{'' if steps == 1 else 's'}, {nfe} NFE)"
 
 
 def _num(v, fmt: str) -> str:

@@ -35,7 +35,8 @@ def plot_schemes(scores, path, title: str) -> Path:
     colours = plt.get_cmap("tab10" if n <= 10 else "turbo")([i / max(n - 1, 1) if n > 10 else i for i in range(n)])
     names = [s.scheme for s in scores]
     kls = [s.kl for s in scores]
-    axes[0].barh(names, kls, color=colours)
+    bars = axes[0].barh(names, kls, color=colours)
+    axes[0].bar_label(bars, fmt="%.3g", fontsize=6, padding=2)  # the value, where a log axis hides it
     axes[0].invert_yaxis()
     axes[0].tick_params(axis="y", labelsize=7 if n > 12 else 9)
     axes[0].set_xlabel("KL(scheme || true), nats per pixel")
