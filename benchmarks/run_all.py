@@ -35,14 +35,21 @@ def run(name: str, extra: list[str]) -> tuple[dict | None, str, float]:
     r = subprocess.run([sys.executable, str(HERE / f"bench_{name}.py"), "--quick", "--json", *extra],
                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     seconds = time.perf_counter() - start
-    if r.returncode:
-        return None, (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1], seconds
+    report = None
     for text in ((r.stdout.strip().splitlines() or [""])[-1], r.stdout):  # one JSON line, or all (indented)
         try:
-            return json.loads(text), "", seconds
+            report = json.loads(text)
+            break
         except ValueError:
             pass
-    return None, "its output is not JSON", seconds
+    if not r.returncode:
+        return report, "" if report is not None else "its output is not JSON", seconds
+    # A benchmark that reports failed rows in its JSON (and exits 1) keeps the rows that ran; the
+    # error names the rows that failed and why, else it is the last line of stderr.
+    rows = [x for v in (report or {}).values() if isinstance(v, list) for x in v if isinstance(x, dict)]
+    failed = [f"{x.get('model') or x.get('name')}: {x['error']}" for x in rows if "error" in x]
+    error = "; ".join(failed) or (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+    return report, error, seconds
 
 
 def scalar(v) -> bool:
@@ -99,6 +106,8 @@ def section(name: str, report: dict | None, meta: dict, folder: Path, rerun: boo
              f"{meta['after']} after{earlier})", ""]
     if report is None:
         return lines + [f"failed: `{meta['error']}`", ""]
+    if meta.get("error"):
+        lines += [f"partly failed: `{meta['error']}`", ""]
     top = {k: v for k, v in report.items() if scalar(v)}
     if top:
         lines += [", ".join(f"{k}: {fmt(v)}" for k, v in top.items()), ""]
@@ -125,7 +134,8 @@ def main(argv=None) -> None:
     folder.mkdir(exist_ok=True)
     lines = ["# Benchmark results", "",
              f"`python benchmarks/run_all.py` on {platform.machine()} / {os.cpu_count()} CPUs, "
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Each section is one benchmark's "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, OMP_NUM_THREADS="
+             f"{os.environ.get('OMP_NUM_THREADS', 'unset')}. Each section is one benchmark's "
              "`--quick --json` run; see the benchmark's docstring for what it measures. The load "
              "average before and after each one says how shared the machine was: on a loaded machine "
              "absolute times grow, so trust ratios (overhead, bf16 / fp32) over seconds.", ""]
@@ -145,7 +155,7 @@ def main(argv=None) -> None:
             # not rerun (--only): its section from its last run (or its failure), saying when
             meta = json.loads((folder / f"{name}.meta.json").read_text())
             saved = folder / f"{name}.json"
-            report = json.loads(saved.read_text()) if saved.exists() and not meta["error"] else None
+            report = json.loads(saved.read_text()) if saved.exists() else None
         else:
             continue
         lines += section(name, report, meta, folder, rerun=name in names)

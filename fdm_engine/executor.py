@@ -16,6 +16,7 @@ in-flight count, on how videos are sharded over ranks, or on where a run was res
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Callable, Iterable
@@ -149,6 +150,7 @@ class OpenVideo:
         return self.jobs.complete
 
 
+@functools.lru_cache(maxsize=65536)  # a plan's few distinct index tuples, met every round
 def _span(indices: tuple[int, ...]) -> slice | None:
     """The slice of consecutive indices (as the frames of autoregressive and most hierarchy jobs
     are: then frames are views of the buffer, not copies), else None."""
@@ -187,31 +189,49 @@ class Task:
 RoundHook = Callable[[list[Task], Counters], None]
 
 
-class NoiseAhead:
-    """Draws the starting noise of the next round's jobs on a helper thread while this round's
-    network runs (the draws are a fifth of the oracle's time at 32 px): `start(keys)` after a
-    round's jobs are known, `collect()` before the next round, `take(video, order)` in it.
-    Each job still draws from its own generator, so the frames are the same as drawn inline."""
+@dataclasses.dataclass
+class Batch:
+    """One network call's inputs but the observed frames: slots are observed, then latent (holding
+    the job's starting noise), then padding (zeros, valid = False)."""
 
-    def __init__(self, seed: int):
+    keys: tuple  # ((video, order), ...) of its jobs
+    sizes: list  # (observed, latent) slots per job
+    x: torch.Tensor  # [B, F, C, H, W]
+    indices: torch.Tensor  # [B, F] int64
+    observed: torch.Tensor  # [B, F] bool
+    valid: torch.Tensor | None  # [B, F] bool; None: no padding
+    context: torch.Tensor | None  # [B, F, C, H, W] context noise on observed slots (--context-noise)
+    gens: list  # per job: its generator (continues with the step noise), observed and latent slots
+
+
+class BatchAhead:
+    """Lays out the next round's batches (their starting noise drawn, the rest zeroed) on a helper
+    thread while this round's network runs: the draws are a fifth of the oracle's time at 32 px,
+    and a fresh batch-sized tensor costs its page faults. `start(chunks)` after a round's jobs are
+    known, `collect()` before the next round, `take(keys)` in it (None where the round's jobs are
+    not those foreseen). Each job still draws from its own generator, so the frames are the same
+    as laid out inline."""
+
+    def __init__(self, layout: Callable):
         from concurrent.futures import ThreadPoolExecutor
 
-        self.seed = seed
-        self.seconds = 0.0  # the helper thread's CPU time drawing (overlapped with the network)
+        self.layout = layout
+        self.seconds = 0.0  # the helper thread's CPU time (overlapped with the network)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="fdm-noise")
         self._future = None
         self._ready: dict = {}
 
-    def start(self, keys: list[tuple[int, int, int]], frame_shape: tuple) -> None:
-        """keys: (video, order, latent frames) of the jobs the next round will run."""
-        if keys:
-            self._future = self._pool.submit(self._draw, keys, frame_shape)
+    def start(self, chunks: list[list[tuple[int, int, Job]]], frame_shape: tuple) -> None:
+        """chunks: the (video, order, job) of each batch the next round will run."""
+        if chunks:
+            self._future = self._pool.submit(self._lay_out, chunks, frame_shape)
 
-    def _draw(self, keys, frame_shape) -> dict:
-        start, out = time.thread_time(), {}
-        for video, order, n_latent in keys:
-            g = torch.Generator().manual_seed(job_seed(self.seed, video, order))
-            out[video, order] = g, torch.randn(n_latent, *frame_shape, generator=g)
+    def _lay_out(self, chunks, frame_shape) -> dict:
+        start = time.thread_time()
+        out = {}
+        for chunk in chunks:
+            batch = self.layout(chunk, frame_shape)
+            out[batch.keys] = batch
         self.seconds += time.thread_time() - start
         return out
 
@@ -219,9 +239,8 @@ class NoiseAhead:
         future, self._future = self._future, None
         self._ready = future.result() if future is not None else {}
 
-    def take(self, video: int, order: int):
-        """(generator, noise) drawn ahead for this job, or None."""
-        return self._ready.pop((video, order), None)
+    def take(self, keys: tuple) -> Batch | None:
+        return self._ready.pop(keys, None)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -239,7 +258,7 @@ class Executor:
             raise FdmError(f"--batch-size must be >= 1 (got {batch_size})")
         self.model = TimedModel(model)
         self.history_drop = guidance_drop(model)
-        self._ahead: NoiseAhead | None = None
+        self._ahead: BatchAhead | None = None
         self.noise_ahead_s = 0.0  # CPU seconds of noise drawn ahead on the helper thread
         self.sampler = sampler
         self.batch_size = batch_size
@@ -259,7 +278,7 @@ class Executor:
         """
         counters = counters or Counters()
         queue, active = iter(videos), []
-        self._ahead = NoiseAhead(self.seed)
+        self._ahead = BatchAhead(self.layout)
         try:
             return self._stream(queue, active, open_video, in_flight, counters, on_round, on_video, on_job)
         finally:
@@ -284,8 +303,10 @@ class Executor:
             if not tasks:
                 stalled = [a.video for a in active]
                 raise RuntimeError(f"plan stalled for videos {stalled}: some job observes a frame no job makes")
-            self._ahead.collect()  # this round's noise, drawn during the last one
-            self._ahead.start(self.upcoming(tasks), tuple(active[0].buffer.shape[1:]))
+            self._ahead.collect()  # this round's batches, laid out during the last one
+            upcoming = self.upcoming(tasks)
+            self._ahead.start([upcoming[i:i + self.batch_size] for i in range(0, len(upcoming), self.batch_size)],
+                              tuple(active[0].buffer.shape[1:]))
             self.run_tasks(tasks, counters, on_job)
             counters.rounds += 1
             if on_round:
@@ -302,9 +323,9 @@ class Executor:
         return tasks
 
     @staticmethod
-    def upcoming(tasks: list[Task]) -> list[tuple[int, int, int]]:
-        """(video, order, latent frames) of the jobs the open videos will run next round, where
-        their sources know them now (static schemes)."""
+    def upcoming(tasks: list[Task]) -> list[tuple[int, int, Job]]:
+        """(video, order, job) of the jobs the open videos will run next round, in the order
+        `collect` will give them, where their sources know them now (static schemes)."""
         orders: dict[int, tuple[OpenVideo, list[int]]] = {}
         for t in tasks:
             orders.setdefault(id(t.video), (t.video, []))[1].append(t.order)
@@ -312,7 +333,7 @@ class Executor:
         for video, done in orders.values():
             upcoming = getattr(video.jobs, "upcoming", None)
             jobs = upcoming(done) if upcoming is not None else None
-            keys += [(video.video, o, len(j.latent)) for o, j in jobs or ()]
+            keys += [(video.video, o, j) for o, j in jobs or ()]
         return keys
 
     # -- all videos in memory (evaluation, training samples, tests) -------------------------
@@ -366,44 +387,52 @@ class Executor:
         counters.calls += self.model.calls - calls
         counters.network_s += self.model.seconds - seconds
 
-    def run_batch(self, tasks: list[Task]) -> list[torch.Tensor]:
-        """One batched run_job over jobs of possibly different sizes (padded to the largest).
-
-        Slots: observed frames, then latent frames, then padding (valid = False). The batch is
-        built in one tensor (observed frames, the latent slots' starting values, zeros), each
-        job's noise drawn straight into its slots.
-        Returns each job's latent frames [n_latent, C, H, W] (CPU, float32; views of one tensor).
-        """
-        B = len(tasks)
-        sizes = [(len(t.job.observed), len(t.job.latent)) for t in tasks]
+    def layout(self, jobs: list[tuple[int, int, Job]], frame_shape: tuple) -> Batch:
+        """A batch of (video, order, job) with each job's starting noise drawn into its latent
+        slots (jobs of different sizes padded to the largest); no frame of any video is read."""
+        B = len(jobs)
+        sizes = [(len(j.observed), len(j.latent)) for _, _, j in jobs]
         F = max(n_o + n_l for n_o, n_l in sizes)
-        frame_shape = tasks[0].video.buffer.shape[1:]
-        x = torch.empty(B, F, *frame_shape)
+        # zeros, not empty: its pages are touched here (ahead, on the helper thread), not by the
+        # observed frames' copy on the sampling thread; padding slots stay zero
+        x = torch.zeros(B, F, *frame_shape)
         indices = torch.zeros(B, F, dtype=torch.long)
         observed = torch.zeros(B, F, dtype=torch.bool)
         valid = torch.zeros(B, F, dtype=torch.bool)
         context = None if self.context_noise is None else torch.zeros(B, F, *frame_shape)
         gens = []
-        for b, (t, (n_o, n_l)) in enumerate(zip(tasks, sizes)):
-            indices[b, :n_o + n_l] = torch.tensor(t.job.observed + t.job.latent)
-            take(t.video.buffer, t.job.observed, out=x[b, :n_o])
+        for b, ((video, order, job), (n_o, n_l)) in enumerate(zip(jobs, sizes)):
+            indices[b, :n_o + n_l] = torch.tensor(job.observed + job.latent)
             observed[b, :n_o] = True
             valid[b, :n_o + n_l] = True
-            drawn = self._ahead.take(t.video.video, t.order) if self._ahead is not None else None
-            if drawn is None:
-                g = torch.Generator().manual_seed(job_seed(self.seed, t.video.video, t.order))
-                torch.randn(n_l, *frame_shape, generator=g, out=x[b, n_o:n_o + n_l])
-            else:
-                g, noise = drawn
-                x[b, n_o:n_o + n_l] = noise
-            x[b, n_o + n_l:].zero_()
+            g = torch.Generator().manual_seed(job_seed(self.seed, video, order))
+            torch.randn(n_l, *frame_shape, generator=g, out=x[b, n_o:n_o + n_l])
+            if context is not None:  # its own generator: the job's other noise stays as without it
+                gc = torch.Generator().manual_seed(job_seed(self.seed, video, order) ^ CONTEXT_KEY)
+                context[b, :n_o] = torch.randn(n_o, *frame_shape, generator=gc)
+            gens.append((g, n_o, n_l))
+        keys = tuple((video, order) for video, order, _ in jobs)
+        return Batch(keys, sizes, x, indices, observed, None if bool(valid.all()) else valid, context, gens)
+
+    def run_batch(self, tasks: list[Task]) -> list[torch.Tensor]:
+        """One batched run_job over jobs of possibly different sizes (padded to the largest).
+
+        The batch (laid out ahead on the helper thread, or here) gets its observed frames and the
+        current values of frames an earlier job left part-way from the videos' buffers.
+        Returns each job's latent frames [n_latent, C, H, W] (CPU, float32; views of one tensor).
+        """
+        frame_shape = tuple(tasks[0].video.buffer.shape[1:])
+        keys = tuple((t.video.video, t.order) for t in tasks)
+        batch = self._ahead.take(keys) if self._ahead is not None else None
+        if batch is None:
+            batch = self.layout([(t.video.video, t.order, t.job) for t in tasks], frame_shape)
+        x, sizes, gens = batch.x, batch.sizes, batch.gens
+        for b, (t, (n_o, n_l)) in enumerate(zip(tasks, sizes)):
+            take(t.video.buffer, t.job.observed, out=x[b, :n_o])
             if t.job.schedule is not None:  # frames an earlier job left part-way go on from there
                 carried = [i for i, a in enumerate(t.job.start) if a != t.job.grid]
                 x[b, [n_o + i for i in carried]] = t.video.buffer[[t.job.latent[i] for i in carried]]
-            if context is not None:  # its own generator: the job's other noise stays as without it
-                gc = torch.Generator().manual_seed(job_seed(self.seed, t.video.video, t.order) ^ CONTEXT_KEY)
-                context[b, :n_o] = torch.randn(n_o, *frame_shape, generator=gc)
-            gens.append((g, n_o, n_l))
+        B, F = batch.observed.shape
 
         def step_noise(_step: int) -> torch.Tensor:
             z = torch.zeros(B, F, *frame_shape)
@@ -413,10 +442,10 @@ class Executor:
 
         dev = self.device
         levels = batch_levels([t.job for t in tasks], F, self.sampler)
-        out = run_job(self.model, self.sampler, x.to(dev), indices.to(dev), observed.to(dev),
-                      None, valid=None if bool(valid.all()) else valid.to(dev), step_noise=step_noise,
+        out = run_job(self.model, self.sampler, x.to(dev), batch.indices.to(dev), batch.observed.to(dev),
+                      None, valid=None if batch.valid is None else batch.valid.to(dev), step_noise=step_noise,
                       levels=levels, context_level=self.context_noise,
-                      context_noise=None if context is None else context.to(dev))
+                      context_noise=None if batch.context is None else batch.context.to(dev))
         out = out.float().cpu()
         return [out[b, n_o:n_o + n_l] for b, (n_o, n_l) in enumerate(sizes)]
 

@@ -187,9 +187,15 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
         # thread while the next round samples (CRC, file writes, fsync and the uint8 conversion
         # release the GIL). A round is handed over only once the previous one is committed, so a
         # kill loses at most the round being committed and the one being sampled.
-        background, pixels = Background(max_pending=2), {}
+        background, pixels, written = Background(max_pending=2), {}, {}
+
+        def forget_written() -> None:  # the videos written since the last round: one commit for all
+            if written:
+                state.finish_videos(dict(written))
+                written.clear()
 
         def journal(records: list, counters: dict) -> None:
+            forget_written()
             for video, order, job, frames in records:
                 state.append(video, order, job, frames)
                 if video in pixels:
@@ -215,7 +221,7 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
                 made = pixels.pop(v, None)
                 write_outputs(out, v, video.buffer, cfg.formats, save_raw=cfg.save_raw, fps=cfg.fps,
                               pixels=None if made is None else made.of(video.buffer))
-                state.finish_videos({v: plan})  # only once its files are written
+                written[v] = plan  # its journal goes (forget_written) only once its files are written
 
             background.submit(write)
 
@@ -223,6 +229,7 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
         try:
             counters = execute(run, todo, on_video, state=state, counters=Counters(**state.manifest.counters),
                                on_job=on_job, on_round=on_round)
+            background.submit(forget_written)
             background.close()
         finally:
             background.close(check=False)  # unwinding: the queued work ends, its error is not lost below
