@@ -194,8 +194,10 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
                 state.finish_videos(dict(written))
                 written.clear()
 
-        def journal(records: list, counters: dict) -> None:
+        def journal(records: list, opened: list, counters: dict) -> None:
             forget_written()
+            for video in opened:  # its given frames (never changed) as soon as it is open
+                pixels[video.video].put(range(run.source.n_obs), video.buffer[:run.source.n_obs], final=True)
             for video, order, job, frames in records:
                 state.append(video, order, job, frames)
                 if video in pixels:
@@ -204,12 +206,14 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
 
         def on_round(tasks, c: Counters) -> None:
             background.wait()  # the previous round is committed
+            opened = []
             for t in tasks:
                 if t.video.video not in pixels:
                     pixels[t.video.video] = Pixels(len(t.video.buffer), tuple(t.video.buffer.shape[1:]))
+                    opened.append(t.video)
             # t.frames: views of the batch's output, which nothing changes later (the buffers may)
             records = [(t.video.video, t.order, t.job, t.frames) for t in tasks]
-            background.submit(lambda: journal(records, dataclasses.asdict(c)))
+            background.submit(lambda: journal(records, opened, dataclasses.asdict(c)))
 
         def on_video(video: OpenVideo) -> None:
             v = video.video

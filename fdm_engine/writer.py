@@ -105,7 +105,8 @@ class Pixels:
         self.array = np.empty((length, h, w, c), dtype=np.uint8)
         self.ready = np.zeros(length, dtype=bool)
 
-    def put(self, indices: tuple[int, ...], frames: torch.Tensor, final: bool) -> None:
+    def put(self, indices, frames: torch.Tensor, final: bool) -> None:
+        """frames [n, C, H, W] at `indices`; final: they will not change (else converted when written)."""
         from fdm_engine.video_io import to_uint8
 
         index = list(indices)

@@ -63,3 +63,13 @@ def test_a_failing_output_write_stops_the_run_and_resume_gives_identical_frames(
         assert np.array_equal(a["raw"], b["raw"]) and np.array_equal(a["frames"], b["frames"]), v
         # uint8 frames made job by job (and, on resume, from the journal) = those of the raw frames
         assert np.array_equal(b["frames"], to_uint8(b["raw"])), v
+
+
+@pytest.mark.parametrize("scheme,extra", [("hierarchy-2", {}), ("fifo", {"partitions": 1, "steps": 4}),
+                                          ("autoreg", {"n_obs": 0})])
+def test_uint8_frames_made_job_by_job_are_those_of_the_raw_frames(scheme, extra, tmp_path):
+    """Also where per-frame jobs revisit frames (fifo) and where no frame is given (n_obs 0)."""
+    run_sampling(cfg(scheme=scheme, sampler="ddim", **extra), tmp_path, progress=False)
+    for v in range(4):
+        z = np.load(tmp_path / f"video_{v:04d}.npz")
+        assert np.array_equal(z["frames"], to_uint8(z["raw"])), v
