@@ -9,9 +9,13 @@ network), overhead = (wall - network) / wall, peak_rss_mb, state bytes written p
 the same overhead in CPU seconds (cpu_overhead_frac: the process's CPU time outside the
 network's, over its CPU time; waiting for a core on a shared machine drops out of it), and
 seconds per generated frame (wall, and CPU seconds of all the run's threads: on a shared machine
-the wall time of two rows minutes apart can differ 2x for the same work), and noise_ahead_s: the CPU time of the noise drawn on the helper
-thread while the network runs (overlapped; on a machine with no free core it slows the network's
-wall time instead). The full set covers V in {1, 8, 32, 64} x T in {300, 1000, 4000};
+the wall time of two rows minutes apart can differ 2x for the same work), noise_ahead_s: the CPU
+time of the next round's batches laid out (noise drawn) on the helper thread while the network runs
+(overlapped; on a machine with no free core it slows the network's wall time instead), and
+thread_overhead_frac: the sampling thread's CPU seconds outside the network over its CPU seconds
+(sampling_thread_cpu_s), the overhead left on the critical path once the helper and background
+threads (batch layout, journal, outputs) find a free core: what the wall figure approaches on a
+quiet machine with a core to spare. The full set covers V in {1, 8, 32, 64} x T in {300, 1000, 4000};
 --quick keeps the rows the targets need (docs/sampling.md):
 
 - overhead <= 5 % at V=32, T=1000, oracle, 1 step (batch 32, 32 videos in flight);
@@ -51,6 +55,7 @@ made = cfg.num_videos * (cfg.length - cfg.n_obs)
 print(json.dumps({{"wall_s": s["wall_s"], "network_s": s["network_s"], "rounds": s["rounds"], "nfe": s["nfe"],
                   "network_calls": s["network_calls"], "state_bytes": s["state_bytes_written"],
                   "noise_ahead_s": s["noise_ahead_s"], "network_cpu_s": s["network_cpu_s"],
+                  "sampling_thread_cpu_s": s["sampling_thread_cpu_s"],
                   "cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
                   "frames": made, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
@@ -116,6 +121,8 @@ def run_row(row: dict, tmp: Path) -> dict:
                # the same in CPU seconds (all threads; the run's start-up included): what a quiet
                # machine's wall figure would approach, since waiting for a core drops out
                cpu_overhead_frac=round((res["cpu_s"] - res["network_cpu_s"]) / res["cpu_s"], 4),
+               thread_overhead_frac=round((res["sampling_thread_cpu_s"] - res["network_cpu_s"])
+                                          / res["sampling_thread_cpu_s"], 4),
                state_bytes_per_round=round(res["state_bytes"] / max(res["rounds"], 1)),
                s_per_frame=res["wall_s"] / res["frames"], cpu_s_per_frame=res["cpu_s"] / res["frames"])
     return res
@@ -127,6 +134,7 @@ def targets(runs: list[dict]) -> dict:
     if "oracle V=32 T=1000" in by:
         out["overhead at V=32 T=1000 (<= 0.05)"] = by["oracle V=32 T=1000"]["overhead_frac"]
         out["CPU-time overhead at V=32 T=1000"] = by["oracle V=32 T=1000"]["cpu_overhead_frac"]
+        out["sampling-thread overhead at V=32 T=1000"] = by["oracle V=32 T=1000"]["thread_overhead_frac"]
     for t in (300, 1000, 4000):
         if f"oracle V=64 T={t}" in by and f"oracle V=8 T={t}" in by:
             out[f"peak RSS V=64 / V=8, T={t} (<= 1.25)"] = round(by[f"oracle V=64 T={t}"]["peak_rss_mb"]

@@ -229,7 +229,7 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
 
             background.submit(write)
 
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         try:
             counters = execute(run, todo, on_video, state=state, counters=Counters(**state.manifest.counters),
                                on_job=on_job, on_round=on_round)
@@ -240,6 +240,9 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
         bar.close()
         wall = time.perf_counter() - start
         summary = _summary(run, first["jobs"], counters, wall, shard)
+        # this (the sampling) thread's CPU seconds over the same span: with network_cpu_s, the
+        # overhead on the critical path, whatever the helper threads and a busy machine add
+        summary["sampling_thread_cpu_s"] = time.thread_time() - start_cpu
         summary["state_bytes_written"] = state.bytes_written  # by this process (the benchmarks read it)
         shard.combine(summary)
         if shard.rank == 0:
@@ -294,8 +297,9 @@ def _summary(run: SamplingRun, jobs, counters: Counters, wall: float, shard: Sha
         "rounds": counters.rounds,
         "wall_s": wall,
         "network_s": counters.network_s,
-        # noise drawn on a helper thread during the network calls (this process): work the
-        # overhead figure does not see when a core is free for it, and partly does when none is
+        # the next round's batches laid out (noise drawn) on a helper thread during the network
+        # calls: work the overhead figure does not see when a core is free for it, and partly
+        # does when none is
         "noise_ahead_s": run.executor.noise_ahead_s,
         "network_cpu_s": run.executor.model.cpu_seconds,  # the calling thread's CPU seconds in the network (not torch's workers)
         "conditioning": run.cond.source,  # e.g. "carla_no_traffic:test" when taken from the checkpoint
