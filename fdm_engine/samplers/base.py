@@ -16,6 +16,7 @@ from fdm_engine.diffusion.prediction import to_x0
 from fdm_engine.diffusion.schedule import NoiseSchedule, expand_like
 from fdm_engine.diffusion.spacing import timesteps_for
 from fdm_engine.sample_config import SampleConfig
+from fdm_engine.samplers.history import FrameState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +63,14 @@ class Sampler:
 
     def reset(self) -> None:
         """Forget multistep history (call before each job)."""
+
+    def carried(self) -> FrameState | None:
+        """Each slot's multistep state after the last step, for the frames a later job carries on
+        (None: this sampler keeps none). docs/perframe.md"""
+        return None
+
+    def carry_in(self, state: FrameState) -> None:
+        """Go on from `state` (a batch of what `carried` gave, after `reset`)."""
 
     def step(self, model_output: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor,
              sample: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:

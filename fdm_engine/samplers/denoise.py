@@ -9,6 +9,7 @@ import torch
 
 from fdm_engine.diffusion.schedule import expand_like
 from fdm_engine.samplers.base import Sampler
+from fdm_engine.samplers.history import FrameState
 
 
 @torch.no_grad()
@@ -16,7 +17,8 @@ def run_job(model, sampler: Sampler, noise: torch.Tensor, frame_indices: torch.T
             observed: torch.Tensor, x_obs: torch.Tensor | None, valid: torch.Tensor | None = None,
             levels: torch.Tensor | None = None,
             step_noise: Callable[[int], torch.Tensor] | torch.Generator | None = None,
-            context_level: float | None = None, context_noise: torch.Tensor | None = None) -> torch.Tensor:
+            context_level: float | None = None, context_noise: torch.Tensor | None = None,
+            carry: FrameState | None = None) -> torch.Tensor:
     """Sample the latent frames of a batch of jobs.
 
     noise         [B, F, C, H, W]  starting noise (used on latent slots)
@@ -36,10 +38,15 @@ def run_job(model, sampler: Sampler, noise: torch.Tensor, frame_indices: torch.T
                   [B, F, C, H, W], or a generator
     context_level observed frames are shown at this timestep instead of clean (--context-noise):
                   a x_obs + s context_noise, as latent frames that do not move
+    carry         multistep state of the frames an earlier job left part-way (`Sampler.carried`
+                  of that job, gathered per slot); after the call `sampler.carried()` is this
+                  job's, for the next (docs/perframe.md)
     returns       [B, F, C, H, W]  observed slots = x_obs (or noise's), latent slots = samples
     """
     B, F = observed.shape
     sampler.reset()
+    if carry is not None:
+        sampler.carry_in(carry)
     # Slots that do not move in a call keep their value: always the observed ones; with explicit
     # per-frame levels also latent slots whose level stays (not for a sampler whose own trajectory
     # repeats a level: there a repeated level is Heun's correction move, and per-frame schemes

@@ -15,7 +15,7 @@ import torch
 
 from fdm_engine.diffusion.schedule import expand_like
 from fdm_engine.samplers.base import Sampler
-from fdm_engine.samplers.history import FrameHistory
+from fdm_engine.samplers.history import FrameHistory, FrameState
 
 
 class DPMSolverPP2MSampler(Sampler):
@@ -26,6 +26,13 @@ class DPMSolverPP2MSampler(Sampler):
 
     def reset(self) -> None:
         self.history = FrameHistory(self.order)
+
+    # The next step pushes its own x0 first, so the oldest entry is never read again.
+    def carried(self) -> FrameState | None:
+        return self.history.carried(self.order - 1)
+
+    def carry_in(self, state: FrameState) -> None:
+        self.history.load(state, self.order - 1)
 
     def update(self, x0, x_t, t, t_next, noise):
         lam, lam_n = self.half_log_snr(t), self.half_log_snr(t_next)

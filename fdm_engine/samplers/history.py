@@ -5,11 +5,50 @@ calls (observed frames, staggered per-frame schedules). A multistep sampler must
 frame's own previous x0 estimates, not the previous call's: the history is kept per slot, with a
 count of how many entries each slot holds, and only slots that moved in a call push a new entry.
 Everything is one vectorised tensor op over [B, F]; no per-frame copies of the sampler.
+
+A frame that a later job carries on takes its history along (`FrameState`, docs/perframe.md):
+the sampler hands it out after a job (`Sampler.carried`) and takes it back at the frame's next job
+(`Sampler.carry_in`), so a frame's steps are the same whether or not a job boundary falls between them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
+
+
+@dataclasses.dataclass
+class FrameState:
+    """What a multistep sampler keeps per slot between calls.
+
+    values {name: [B, F, C, H, W]}: affine in the job's inputs, like the frames (x0 estimates);
+    meta   {name: [B, F]}: fixed by the plan (log-SNRs, counts, flags).
+    An all-zero slot holds no history (how a frame that starts fresh is given).
+    """
+
+    values: dict[str, torch.Tensor]
+    meta: dict[str, torch.Tensor]
+
+    def slot(self, b: int, f: int) -> "FrameState":
+        """One slot's state (copies, without the [B, F] dims)."""
+        return FrameState({k: v[b, f].clone() for k, v in self.values.items()},
+                          {k: v[b, f].clone() for k, v in self.meta.items()})
+
+    @classmethod
+    def gather(cls, slots: list[tuple[int, int, "FrameState"]], B: int, F: int,
+               device: torch.device | str = "cpu") -> "FrameState":
+        """A batch [B, F] from (b, f, one slot's state); the other slots hold no history."""
+        first = slots[0][2]
+
+        def stack(part: str, dev) -> dict[str, torch.Tensor]:
+            out = {k: torch.zeros(B, F, *v.shape, dtype=v.dtype) for k, v in getattr(first, part).items()}
+            for b, f, s in slots:
+                for k, v in getattr(s, part).items():
+                    out[k][b, f] = v
+            return {k: v.to(dev) for k, v in out.items()}
+
+        return cls(stack("values", device), stack("meta", "cpu"))  # meta lives with the levels, on the CPU
 
 
 class FrameHistory:
@@ -47,3 +86,20 @@ class FrameHistory:
         if self.count is None or k >= self.depth:
             return fallback
         return self.x0[k]
+
+    # -- across jobs ----------------------------------------------------------------------
+    def carried(self, keep: int) -> FrameState | None:
+        """The newest `keep` entries per slot: what the next steps can still read (None before the
+        first push)."""
+        if self.count is None:
+            return None
+        return FrameState({f"x0_{k}": self.x0[k] for k in range(keep)},
+                          {**{f"lam_{k}": self.lam[k] for k in range(keep)}, "count": self.count.clamp(max=keep)})
+
+    def load(self, state: FrameState, keep: int) -> None:
+        """Hold the entries `carried(keep)` gave (the older ones are zeros, not counted)."""
+        x0 = [state.values[f"x0_{k}"] for k in range(keep)]
+        lam = [state.meta[f"lam_{k}"] for k in range(keep)]
+        self.x0 = x0 + [torch.zeros_like(x0[0]) for _ in range(self.depth - keep)]
+        self.lam = lam + [torch.zeros_like(lam[0]) for _ in range(self.depth - keep)]
+        self.count = state.meta["count"].to(torch.int64)

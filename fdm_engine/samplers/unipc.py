@@ -15,7 +15,7 @@ import torch
 
 from fdm_engine.diffusion.schedule import expand_like
 from fdm_engine.samplers.base import Sampler
-from fdm_engine.samplers.history import FrameHistory
+from fdm_engine.samplers.history import FrameHistory, FrameState
 
 
 def _coefficients(h: torch.Tensor, rks: list[torch.Tensor]):
@@ -42,7 +42,22 @@ class UniPCSampler(Sampler):
 
     def reset(self) -> None:
         self.history = FrameHistory(self.order)
-        self._last = None  # (x before the last predictor, its order [B, F], pending [B, F])
+        self._last = None  # (x before the last predictor, its t [B, F], its order [B, F], pending [B, F])
+
+    # The corrector reads the whole history before the next push, and the point the last predictor left.
+    def carried(self) -> FrameState | None:
+        state = self.history.carried(self.order)
+        if state is not None and self._last is not None:
+            x, t, order, pending = self._last
+            state.values["x_last"] = x
+            state.meta.update(t_last=t, order_last=order, pending=pending)
+        return state
+
+    def carry_in(self, state: FrameState) -> None:
+        self.history.load(state, self.order)
+        if "x_last" in state.values:
+            m = state.meta
+            self._last = (state.values["x_last"], m["t_last"], m["order_last"].to(torch.int64), m["pending"].bool())
 
     def _combine(self, x, t_from, t_to, depth: torch.Tensor, extra=None):
         """The UniP (extra None) or UniC (extra = x0 at the new point) update from (x, t_from) to t_to
