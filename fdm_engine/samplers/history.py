@@ -14,6 +14,7 @@ the sampler hands it out after a job (`Sampler.carried`) and takes it back at th
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -23,7 +24,7 @@ class FrameState:
     """What a multistep sampler keeps per slot between calls.
 
     values {name: [B, F, C, H, W]}: affine in the job's inputs, like the frames (x0 estimates);
-    meta   {name: [B, F]}: fixed by the plan (log-SNRs, counts, flags).
+    meta   {name: [B, F]} (CPU): fixed by the plan (log-SNRs, counts, flags).
     An all-zero slot holds no history (how a frame that starts fresh is given).
     """
 
@@ -31,24 +32,47 @@ class FrameState:
     meta: dict[str, torch.Tensor]
 
     def slot(self, b: int, f: int) -> "FrameState":
-        """One slot's state (copies, without the [B, F] dims)."""
-        return FrameState({k: v[b, f].clone() for k, v in self.values.items()},
-                          {k: v[b, f].clone() for k, v in self.meta.items()})
+        """One slot's state, without the [B, F] dims (CPU copies: it waits with the video's buffer)."""
+        return FrameState({k: v[b, f].to("cpu", copy=True) for k, v in self.values.items()},
+                          {k: v[b, f].to("cpu", copy=True) for k, v in self.meta.items()})
 
     @classmethod
     def gather(cls, slots: list[tuple[int, int, "FrameState"]], B: int, F: int,
                device: torch.device | str = "cpu") -> "FrameState":
-        """A batch [B, F] from (b, f, one slot's state); the other slots hold no history."""
-        first = slots[0][2]
+        """A batch [B, F] from (b, f, one slot's state); other slots, and names a slot lacks, are zeros."""
 
-        def stack(part: str, dev) -> dict[str, torch.Tensor]:
-            out = {k: torch.zeros(B, F, *v.shape, dtype=v.dtype) for k, v in getattr(first, part).items()}
+        def stack(part: str) -> dict[str, torch.Tensor]:
+            like = {k: v for _, _, s in slots for k, v in getattr(s, part).items()}
+            out = {k: torch.zeros(B, F, *v.shape, dtype=v.dtype) for k, v in sorted(like.items())}
             for b, f, s in slots:
                 for k, v in getattr(s, part).items():
                     out[k][b, f] = v
-            return {k: v.to(dev) for k, v in out.items()}
+            return out
 
-        return cls(stack("values", device), stack("meta", "cpu"))  # meta lives with the levels, on the CPU
+        values = {k: v.to(device) for k, v in stack("values").items()}
+        return cls(values, stack("meta"))  # meta lives with the levels, on the CPU
+
+    # -- one slot's bytes (the resume journal) ---------------------------------------------
+    def spec(self) -> list:
+        """[[part, name, dtype, shape]] of one slot's tensors, in the order of `payload`."""
+        return [[part, k, str(v.dtype).removeprefix("torch."), list(v.shape)]
+                for part in ("values", "meta") for k, v in sorted(getattr(self, part).items())]
+
+    def payload(self) -> list[memoryview]:
+        return [memoryview(v.contiguous().reshape(-1).view(torch.uint8).numpy())
+                for part in ("values", "meta") for _, v in sorted(getattr(self, part).items())]
+
+    @classmethod
+    def from_payload(cls, spec: list, data: memoryview) -> tuple["FrameState", int]:
+        """The slot `spec` describes at the start of `data`, and the bytes it took (exact round trip)."""
+        parts, pos = {"values": {}, "meta": {}}, 0
+        for part, name, dtype, shape in spec:
+            dt = getattr(torch, dtype)
+            n = math.prod(shape) * torch.empty((), dtype=dt).element_size()
+            raw = torch.frombuffer(bytearray(data[pos:pos + n]), dtype=torch.uint8) if n else torch.empty(0, dtype=torch.uint8)
+            parts[part][name] = raw.view(dt).view(shape)
+            pos += n
+        return cls(parts["values"], parts["meta"]), pos
 
 
 class FrameHistory:

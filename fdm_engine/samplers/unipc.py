@@ -98,18 +98,26 @@ class UniPCSampler(Sampler):
         return out
 
     def update(self, x0, x_t, t, t_next, noise):
-        if self._last is not None:  # correct the point each pending frame's last predictor reached
-            x_prev, t_prev, order_prev, pending = self._last
-            pending = pending & (t >= 0)
-            if bool(pending.any()):
-                corrected = self._combine(x_prev, t_prev, t, order_prev, extra=x0)
-                x_t = torch.where(expand_like(pending, x_t).bool(), corrected, x_t)
         moved = (t_next != t) & (t >= 0)
+        if self._last is not None:  # correct the point each moving frame's last predictor reached
+            x_prev, t_prev, order_prev, pending = self._last
+            fix = pending & moved
+            if bool(fix.any()):
+                corrected = self._combine(x_prev, t_prev, t, order_prev, extra=x0)
+                x_t = torch.where(expand_like(fix, x_t).bool(), corrected, x_t)
         self.history.push(x0, self.half_log_snr(t), moved)
         order = self.history.available(t.shape).clamp(max=self.order)
         out = torch.where(expand_like(t_next < 0, x_t).bool(), x0, self._combine(x_t, t, t_next, order))
-        # Frames that did not move have nothing pending: they were corrected now, or had no predictor.
-        self._last = (x_t, t.clone(), order, moved & (t_next >= 0))
+        last = (x_t, t.clone(), order, moved & (t_next >= 0))
+        # A frame that holds still in a call (an input only) keeps its correction pending until it
+        # next moves, with that call's x0, as the frame's own history uses only its moving calls:
+        # so calls a frame sits out, inside a job or between jobs, change nothing for it.
+        wait = None if self._last is None else pending & ~moved
+        if wait is not None and bool(wait.any()):
+            w = expand_like(wait, x_t).bool()
+            last = (torch.where(w, x_prev, x_t), torch.where(wait, t_prev, last[1]),
+                    torch.where(wait, order_prev, order), wait | last[3])
+        self._last = last
         return torch.where(expand_like(moved, x_t).bool(), out, x_t)
 
 
