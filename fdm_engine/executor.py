@@ -27,6 +27,7 @@ from fdm_engine.errors import FdmError
 from fdm_engine.history_guidance import guidance_drop, job_nfe
 from fdm_engine.limits import check_memory
 from fdm_engine.samplers import Sampler, run_job
+from fdm_engine.samplers.history import FrameState
 from sampling_schemes import Job, Plan
 from sampling_schemes.source import StaticSource, VideoJobs
 
@@ -67,7 +68,8 @@ class Counters:
     network_s: float = 0.0
 
 
-NOT_STARTED = -1  # a frame's level before any job touched it (pure noise to come)
+NOT_STARTED = -1  # a frame's level before any job touched it (its job draws its noise); a frame
+# a job left at pure noise (an input only) has level N: it holds that noise, and its next job goes on from it
 
 
 def start_levels(done: torch.Tensor) -> torch.Tensor:
@@ -80,7 +82,9 @@ class OpenVideo:
     """One video in flight: its buffer [T, C, H, W] (model space), which frames exist, its jobs.
 
     Per frame, its current value (buffer) and level (levels [T]: 0 clean, g > 0 left at grid level
-    g by a per-frame job, NOT_STARTED before any job); done = level 0 (docs/perframe.md).
+    g by a per-frame job, NOT_STARTED before any job); done = level 0; and for frames left part-way
+    the sampler's multistep state (history: frame -> FrameState), which their next job goes on
+    from (docs/perframe.md).
     """
 
     video: int  # global index (seeds the noise)
@@ -90,6 +94,7 @@ class OpenVideo:
     finished: set[int] = dataclasses.field(default_factory=set)  # job orders done
     pending: list[tuple[int, Job]] = dataclasses.field(default_factory=list)  # ready, not yet run
     levels: torch.Tensor | None = None  # [T] int32; None: from `done`
+    history: dict[int, FrameState] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.levels is None:
@@ -104,7 +109,10 @@ class OpenVideo:
         done[:len(given)] = True
         return cls(video, buffer, done, jobs)
 
-    def record(self, order: int, job: Job, frames: torch.Tensor) -> None:
+    def record(self, order: int, job: Job, frames: torch.Tensor,
+               carried: dict[int, FrameState] | None = None) -> None:
+        """A finished job's frames [n_latent, C, H, W]; `carried`: the sampler state of the frames
+        it left part-way (None: keep what the video holds, as an in-memory replay does)."""
         put(self.buffer, job.latent, frames)
         if job.schedule is None:
             put(self.levels, job.latent, 0)
@@ -113,6 +121,11 @@ class OpenVideo:
             end = torch.tensor(job.end, dtype=torch.int32)
             put(self.levels, job.latent, end)
             put(self.done, job.latent, end == 0)
+            for f, e in zip(job.latent, job.end):
+                if e == 0 or (carried is not None and f not in carried):
+                    self.history.pop(f, None)
+                elif carried is not None:
+                    self.history[f] = carried[f]
         self.finished.add(order)
         self.jobs.finish(order, frames)
 
@@ -125,15 +138,16 @@ class OpenVideo:
         if job.schedule is None:
             return
         now = self.levels[list(job.latent)].tolist()
-        want = [NOT_STARTED if a == job.grid else a for a in job.start]
-        if now != want:
-            raise RuntimeError(f"video {self.video}: job finds frames {list(job.latent)} at levels {now}, "
-                               f"its plan expects {want}")
+        if any(n != a and not (n == NOT_STARTED and a == job.grid) for n, a in zip(now, job.start)):
+            raise RuntimeError(f"video {self.video}: job finds frames {list(job.latent)} at levels {now} "
+                               f"({NOT_STARTED}: not started), its plan expects {list(job.start)}")
 
-    def replay(self, made: dict[int, torch.Tensor] | None = None) -> None:
+    def replay(self, made: dict[int, torch.Tensor] | None = None,
+               carried: dict[int, dict[int, FrameState]] | None = None) -> None:
         """Hand the job source the jobs already done (on resume), in an order it accepts.
 
         made: job order -> its frames; None: the orders in `finished`, frames from the buffer.
+        carried: job order -> the sampler state of the frames it left part-way (the journal's).
         """
         known = set(self.finished) if made is None else set(made)
         while True:
@@ -143,7 +157,8 @@ class OpenVideo:
             if not redo:
                 return
             for order, job in redo:
-                self.record(order, job, self.frames(job.latent) if made is None else made[order])
+                self.record(order, job, self.frames(job.latent) if made is None else made[order],
+                            None if carried is None else carried.get(order, {}))
 
     @property
     def complete(self) -> bool:
@@ -184,6 +199,7 @@ class Task:
     order: int  # job order in the video's sequence
     job: Job
     frames: torch.Tensor | None = None  # once run: its latent frames (a view of the batch's output)
+    carried: dict[int, FrameState] | None = None  # once run: the sampler state of frames it left part-way
 
 
 RoundHook = Callable[[list[Task], Counters], None]
@@ -348,7 +364,7 @@ class Executor:
         def open_row(row: int) -> OpenVideo:
             video = OpenVideo(video_ids[row], state.buffer[row], state.done[row],
                               source.video(state.buffer[row, :source.n_obs]), state.finished[row],
-                              levels=state.levels[row])
+                              levels=state.levels[row], history=state.history[row])
             video.replay()
             return video
 
@@ -375,9 +391,9 @@ class Executor:
             chunk = tasks[start:start + self.batch_size]
             for task in chunk:
                 task.video.check_start(task.job)
-            for task, frames in zip(chunk, self.run_batch(chunk)):
-                task.video.record(task.order, task.job, frames)
-                task.frames = frames
+            for task, (frames, carried) in zip(chunk, self.run_batch(chunk)):
+                task.video.record(task.order, task.job, frames, carried)
+                task.frames, task.carried = frames, carried
                 if on_job:
                     on_job(len(task.job.latent))
             # network evaluations per job: the sampler's moves, or a per-frame job's calls; a
@@ -389,7 +405,8 @@ class Executor:
 
     def layout(self, jobs: list[tuple[int, int, Job]], frame_shape: tuple) -> Batch:
         """A batch of (video, order, job) with each job's starting noise drawn into its latent
-        slots (jobs of different sizes padded to the largest); no frame of any video is read."""
+        slots (`fresh_slots`; jobs of different sizes padded to the largest); no frame of any
+        video is read."""
         B = len(jobs)
         sizes = [(len(j.observed), len(j.latent)) for _, _, j in jobs]
         F = max(n_o + n_l for n_o, n_l in sizes)
@@ -406,7 +423,12 @@ class Executor:
             observed[b, :n_o] = True
             valid[b, :n_o + n_l] = True
             g = torch.Generator().manual_seed(job_seed(self.seed, video, order))
-            torch.randn(n_l, *frame_shape, generator=g, out=x[b, n_o:n_o + n_l])
+            fresh = fresh_slots(job)
+            span = _span(tuple(fresh))
+            if span is not None:  # FDM jobs: every latent slot, as always
+                torch.randn(len(fresh), *frame_shape, generator=g, out=x[b, n_o + span.start:n_o + span.stop])
+            elif fresh:
+                x[b, [n_o + i for i in fresh]] = torch.randn(len(fresh), *frame_shape, generator=g)
             if context is not None:  # its own generator: the job's other noise stays as without it
                 gc = torch.Generator().manual_seed(job_seed(self.seed, video, order) ^ CONTEXT_KEY)
                 context[b, :n_o] = torch.randn(n_o, *frame_shape, generator=gc)
@@ -414,12 +436,15 @@ class Executor:
         keys = tuple((video, order) for video, order, _ in jobs)
         return Batch(keys, sizes, x, indices, observed, None if bool(valid.all()) else valid, context, gens)
 
-    def run_batch(self, tasks: list[Task]) -> list[torch.Tensor]:
+    def run_batch(self, tasks: list[Task]) -> list[tuple[torch.Tensor, dict[int, FrameState] | None]]:
         """One batched run_job over jobs of possibly different sizes (padded to the largest).
 
         The batch (laid out ahead on the helper thread, or here) gets its observed frames and the
-        current values of frames an earlier job left part-way from the videos' buffers.
-        Returns each job's latent frames [n_latent, C, H, W] (CPU, float32; views of one tensor).
+        current values of frames an earlier job left, with the sampler state the videos hold for
+        them, from the videos.
+        Returns per job its latent frames [n_latent, C, H, W] (CPU, float32; views of one tensor)
+        and, for a per-frame job, the sampler state of the frames it leaves part-way (None: the
+        sampler keeps none).
         """
         frame_shape = tuple(tasks[0].video.buffer.shape[1:])
         keys = tuple((t.video.video, t.order) for t in tasks)
@@ -427,11 +452,15 @@ class Executor:
         if batch is None:
             batch = self.layout([(t.video.video, t.order, t.job) for t in tasks], frame_shape)
         x, sizes, gens = batch.x, batch.sizes, batch.gens
+        slots = []  # (b, f, sampler state) of the frames carried on
         for b, (t, (n_o, n_l)) in enumerate(zip(tasks, sizes)):
             take(t.video.buffer, t.job.observed, out=x[b, :n_o])
-            if t.job.schedule is not None:  # frames an earlier job left part-way go on from there
-                carried = [i for i, a in enumerate(t.job.start) if a != t.job.grid]
-                x[b, [n_o + i for i in carried]] = t.video.buffer[[t.job.latent[i] for i in carried]]
+            if t.job.schedule is not None:  # frames an earlier job left go on from there
+                now = t.video.levels[list(t.job.latent)].tolist()
+                held = [i for i, level in enumerate(now) if level != NOT_STARTED]
+                x[b, [n_o + i for i in held]] = t.video.buffer[[t.job.latent[i] for i in held]]
+                slots += [(b, n_o + i, t.video.history[f]) for i, f in enumerate(t.job.latent)
+                          if f in t.video.history]
         B, F = batch.observed.shape
 
         def step_noise(_step: int) -> torch.Tensor:
@@ -445,9 +474,30 @@ class Executor:
         out = run_job(self.model, self.sampler, x.to(dev), batch.indices.to(dev), batch.observed.to(dev),
                       None, valid=None if batch.valid is None else batch.valid.to(dev), step_noise=step_noise,
                       levels=levels, context_level=self.context_noise,
-                      context_noise=None if batch.context is None else batch.context.to(dev))
+                      context_noise=None if batch.context is None else batch.context.to(dev),
+                      carry=FrameState.gather(slots, B, F, dev) if slots else None)
+        state = self.sampler.carried() if levels is not None else None
         out = out.float().cpu()
-        return [out[b, n_o:n_o + n_l] for b, (n_o, n_l) in enumerate(sizes)]
+        return [(out[b, n_o:n_o + n_l], left_part_way(t.job, state, b, n_o))
+                for b, (t, (n_o, n_l)) in enumerate(zip(tasks, sizes))]
+
+
+def fresh_slots(job: Job) -> list[int]:
+    """Latent slots (positions in job.latent) whose starting noise the job draws: every one of an
+    FDM job, the ones a per-frame job finds at pure noise (a frame an earlier job already showed
+    at pure noise keeps that value instead; the draw depends on the plan alone, so it can be made
+    ahead)."""
+    if job.schedule is None:
+        return list(range(len(job.latent)))
+    return [i for i, a in enumerate(job.start) if a == job.grid]
+
+
+def left_part_way(job: Job, state: FrameState | None, b: int, n_o: int) -> dict[int, FrameState] | None:
+    """The sampler state of the frames a per-frame job (batch row b, latent slots from n_o) leaves
+    between noise and clean (None: an FDM job, or a sampler without multistep state)."""
+    if state is None or job.schedule is None:
+        return None
+    return {f: state.slot(b, n_o + i) for i, (f, e) in enumerate(zip(job.latent, job.end)) if e != 0}
 
 
 CONTEXT_KEY = 0x5DEECE66D  # the context noise's generator: the job's seed with these bits flipped
@@ -495,13 +545,16 @@ def batch_levels(jobs: list[Job], width: int, sampler: Sampler) -> torch.Tensor 
 
 class SamplingState(Counters):
     """Every video of a run in memory: buffer [V, T, C, H, W] (model space), done [V, T] bool,
-    finished[v] = job orders done for video v, and the run's counters. No RNG state is kept:
-    noise is a function of (seed, video, job order)."""
+    finished[v] = job orders done for video v, levels [V, T] and history[v] (frame -> sampler
+    state, see OpenVideo), and the run's counters. No RNG state is kept: noise is a function of
+    (seed, video, job order)."""
 
-    def __init__(self, buffer, done, finished, rounds=0, nfe=0, calls=0, network_s=0.0, levels=None):
+    def __init__(self, buffer, done, finished, rounds=0, nfe=0, calls=0, network_s=0.0, levels=None,
+                 history=None):
         super().__init__(rounds, nfe, calls, network_s)
         self.buffer, self.done, self.finished = buffer, done, finished
         self.levels = start_levels(done) if levels is None else levels  # [V, T] (see OpenVideo)
+        self.history: list[dict[int, FrameState]] = history or [{} for _ in range(len(finished))]
 
     @classmethod
     def start(cls, given: torch.Tensor, length: int) -> "SamplingState":
@@ -516,7 +569,7 @@ class SamplingState(Counters):
 
     def to_dict(self) -> dict:
         return {"buffer": self.buffer, "done": self.done, "finished": [sorted(s) for s in self.finished],
-                "levels": self.levels,
+                "levels": self.levels, "history": self.history,
                 **dataclasses.asdict(Counters(self.rounds, self.nfe, self.calls, self.network_s))}
 
     @classmethod

@@ -151,9 +151,10 @@ def execute(run: SamplingRun, video_ids: list[int], on_video: Callable[[OpenVide
         given = run.cond.given(v)
         video = OpenVideo.start(v, given, run.cond.length, run.source.video(given))
         made = state.made(v, tuple(video.buffer.shape[1:])) if state is not None else {}
-        video.replay({order: frames for order, (_, frames) in made.items()})
+        video.replay({order: frames for order, (_, frames, _) in made.items()},
+                     {order: carried for order, (_, _, carried) in made.items()})
         if on_job:
-            for _, frames in made.values():
+            for _, frames, _ in made.values():
                 on_job(len(frames))
         return video
 
@@ -198,8 +199,8 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
             forget_written()
             for video in opened:  # its given frames (never changed) as soon as it is open
                 pixels[video.video].put(range(run.source.n_obs), video.buffer[:run.source.n_obs], final=True)
-            for video, order, job, frames in records:
-                state.append(video, order, job, frames)
+            for video, order, job, frames, carried in records:
+                state.append(video, order, job, frames, carried)
                 if video in pixels:
                     pixels[video].put(job.latent, frames, final=job.schedule is None)
             state.commit(counters)
@@ -212,7 +213,7 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
                     pixels[t.video.video] = Pixels(len(t.video.buffer), tuple(t.video.buffer.shape[1:]))
                     opened.append(t.video)
             # t.frames: views of the batch's output, which nothing changes later (the buffers may)
-            records = [(t.video.video, t.order, t.job, t.frames) for t in tasks]
+            records = [(t.video.video, t.order, t.job, t.frames, t.carried) for t in tasks]
             background.submit(lambda: journal(records, opened, dataclasses.asdict(c)))
 
         def on_video(video: OpenVideo) -> None:

@@ -4,7 +4,7 @@
     OUT/state_rank{r}.parts/video_NNNN.journal   one append-only journal per video in flight
 
 A round appends the jobs it finished to their videos' journals (one record per job: its frames,
-with a CRC32), then replaces the manifest, which names the committed length of every open
+and for a per-frame job the sampler state of the frames it left part-way, with a CRC32), then replaces the manifest, which names the committed length of every open
 journal, the finished videos and the counters. So a round writes what it made and a few hundred
 bytes more, never the videos again. A kill in the middle of a round leaves bytes past the committed
 lengths (dropped on resume) and the previous manifest: only the round in progress is lost. A
@@ -31,6 +31,7 @@ import torch
 
 from fdm_engine.errors import FdmError
 from fdm_engine.files import atomic_write
+from fdm_engine.samplers.history import FrameState
 
 KIND = "fdm sampling state"
 # A kill loses nothing committed: the data is in the OS's hands once written. fsync is only for a
@@ -145,24 +146,38 @@ class RunState:
         return self.parts / f"video_{video:04d}.journal"
 
     # -- replay -------------------------------------------------------------------------
-    def made(self, video: int, frame_shape: tuple) -> dict[int, tuple[dict, torch.Tensor]]:
-        """The committed jobs of a video: order -> (record header, frames [n, C, H, W])."""
+    def made(self, video: int, frame_shape: tuple) -> dict[int, tuple[dict, torch.Tensor, dict]]:
+        """The committed jobs of a video: order -> (record header, frames [n, C, H, W], the sampler
+        state of the frames it left part-way: frame -> FrameState, docs/perframe.md)."""
         size = self.manifest.journals.get(str(video))
         if size is None:
             return {}
         path = self.journal_path(video)
         out = {}
         for header, payload in read_records(path, size):
-            frames = torch.frombuffer(bytearray(payload), dtype=torch.float32)
             n = len(header["latent"])
-            if frames.numel() != n * _numel(frame_shape):
+            size = n * _numel(frame_shape) * 4
+            carry = header.get("carry")
+            if len(payload) < size or (carry is None and len(payload) != size):
                 raise BadState(f"{path} holds frames of another shape than this run's {tuple(frame_shape)}")
-            out[header["order"]] = (header, frames.view(n, *frame_shape))
+            frames = torch.frombuffer(bytearray(payload[:size]), dtype=torch.float32) if size else torch.empty(0)
+            states, pos = {}, size
+            try:
+                for f in (carry or {}).get("frames", ()):
+                    states[f], used = FrameState.from_payload(carry["spec"], memoryview(payload)[pos:])
+                    pos += used
+            except (RuntimeError, ValueError, TypeError, AttributeError) as e:
+                raise BadState(f"{path} holds a sampler state this version cannot read ({e})") from None
+            if pos != len(payload):
+                raise BadState(f"{path} holds frames of another shape than this run's {tuple(frame_shape)}")
+            out[header["order"]] = (header, frames.view(n, *frame_shape), states)
         return out
 
     # -- writing ------------------------------------------------------------------------
-    def append(self, video: int, order: int, job, frames: torch.Tensor) -> None:
-        """Add a finished job to the video's journal (committed by the next `commit`)."""
+    def append(self, video: int, order: int, job, frames: torch.Tensor,
+               carried: dict | None = None) -> None:
+        """Add a finished job to the video's journal (committed by the next `commit`); `carried`:
+        frame -> FrameState of the frames it left part-way (a per-frame job's, after its frames)."""
         f = self._files.get(video)
         if f is None:
             f = self._files[video] = open(self.journal_path(video), "ab")
@@ -170,7 +185,13 @@ class RunState:
             f.seek(0, os.SEEK_END)
         # The frames' memory goes to the file as it is: no copy to bytes on the way.
         payload = memoryview(frames.detach().float().contiguous().numpy()).cast("B")
-        head = record_head({"order": order, "observed": list(job.observed), "latent": list(job.latent)}, payload)
+        header = {"order": order, "observed": list(job.observed), "latent": list(job.latent)}
+        if carried:
+            # every slot's state has the same names and shapes (one sampler): one spec for all
+            states = [carried[frame] for frame in sorted(carried)]
+            header["carry"] = {"frames": sorted(carried), "spec": states[0].spec()}
+            payload = memoryview(b"".join([payload, *(p for st in states for p in st.payload())]))
+        head = record_head(header, payload)
         f.write(head)
         f.write(payload)
         self.bytes_written += len(head) + payload.nbytes

@@ -62,15 +62,19 @@ def test_refusals():
         Executor(ORACLE, make_sampler("ddim", SCHEDULE, 5), context_noise=1000)
 
 
-def test_fdm_sample_fifo_resume_is_bit_identical(tmp_path):
-    """A killed per-frame run (frames left part-way in the journal) resumes to the same videos."""
+@pytest.mark.parametrize("scheme, sampler", [("fifo", "dpm++2m"), ("ar-step", "unipc"), ("fifo", "dpm++2m-sde")])
+def test_fdm_sample_per_frame_resume_is_bit_identical(tmp_path, scheme, sampler):
+    """A killed per-frame run (frames left part-way in the journal, with their sampler history)
+    resumes to the same videos, bit for bit."""
     import numpy as np
 
     from fdm_engine.sample_config import SampleConfig
     from fdm_engine.sample_run import run_sampling
+    from fdm_engine.sample_state import RunState, read_records
 
-    cfg = SampleConfig(model="oracle:periodic:size=4", scheme="fifo", length=14, n_obs=3, max_frames=6, steps=4,
-                       num_videos=1, formats=("npz",), partitions=1, context_noise=30.0)
+    cfg = SampleConfig(model="oracle:periodic:size=4", scheme=scheme, sampler=sampler, length=14, n_obs=3,
+                       max_frames=6, steps=4, num_videos=1, formats=("npz",), partitions=1, block_size=2,
+                       context_noise=30.0)
     run_sampling(cfg, tmp_path / "whole", progress=False)
 
     class Stop(Exception):
@@ -92,6 +96,9 @@ def test_fdm_sample_fifo_resume_is_bit_identical(tmp_path):
             run_sampling(cfg, tmp_path / "cut", progress=False)
     finally:
         sr.RunState.commit = original
+    state = RunState.load(tmp_path / "cut", 0)
+    journal = [h for h, _ in read_records(state.journal_path(0), state.manifest.journals["0"])]
+    assert any("carry" in h for h in journal)  # the cut fell while frames held history
     run_sampling(cfg, tmp_path / "cut", resume=True, progress=False)
     a = np.load(tmp_path / "whole" / "video_0000.npz")
     b = np.load(tmp_path / "cut" / "video_0000.npz")
@@ -116,3 +123,66 @@ def test_fdm_jobs_are_the_start_max_end_zero_case(sampler):
         Executor(ORACLE, s, batch_size=3, seed=5).run(StaticSource(p), state)
         out.append(state.buffer)
     assert torch.equal(out[0], out[1])
+
+
+@pytest.mark.parametrize("sampler", ["dpm++2m", "dpm++3m", "unipc"])
+@pytest.mark.parametrize("scheme, options", [("fifo", LevelOptions(steps=5, partitions=2, lookahead=True)),
+                                             ("fifo", LevelOptions(steps=4)),
+                                             ("ar-step", LevelOptions(steps=4, block_size=2, ar_step=1)),
+                                             ("df-pyramid", LevelOptions(steps=4))])
+def test_frames_crossing_jobs_follow_one_sampler(scheme, options, sampler):
+    """Frames the plan's jobs leave part-way go on with their own multistep history: the executor
+    (batched or not) makes the frames ONE sampler makes running every call of the plan in turn
+    (tests/perframe_reference.py), though fifo and ar-step cut every frame's trajectory into
+    several jobs."""
+    from perframe_reference import one_sampler_run, start_noise
+
+    from sampling_schemes import plan
+
+    p = plan(scheme, 14, 3, 6, None, options)
+    cut = sum(1 for j in p.jobs for a, b in zip(j.start, j.end) if 0 < b < a)
+    assert scheme == "df-pyramid" or cut > 0  # frames really cross job boundaries
+    s = make_sampler(sampler, SCHEDULE, options.steps)
+    given = ORACLE.sample_prior(1, 3, generator=torch.Generator().manual_seed(0))
+    ref = one_sampler_run(p, ORACLE, make_sampler(sampler, SCHEDULE, options.steps),
+                          start_noise(p, given[0], given.shape[2:], seed=3, video=0))
+    for batch_size in (1, 4):
+        state = SamplingState.start(given, 14)
+        Executor(ORACLE, s, batch_size=batch_size, seed=3).run(job_source(scheme, 14, 3, 6, None, options=options),
+                                                               state)
+        torch.testing.assert_close(state.buffer, ref, atol=2e-5, rtol=1e-4)
+        assert state.history == [{}]  # every frame clean: no history left
+
+
+def test_a_frame_left_at_pure_noise_keeps_its_value_and_history():
+    """The level encoding: a job that shows a frame at pure noise without moving it leaves it at
+    level N (not 'not started'): the next job goes on from that value, and checks it finds it
+    there. One per-frame job cut into three (a frame waits at N across the first cut) makes the
+    frames of the uncut job."""
+    from sampling_schemes import Job, Plan
+    from sampling_schemes.source import StaticSource
+
+    from fdm_engine.executor import NOT_STARTED, OpenVideo
+
+    N = 4
+    levels = {3: [4, 3, 2, 1, 0, 0, 0], 4: [4, 4, 4, 3, 2, 1, 0], 5: [4, 4, 3, 2, 1, 0, 0]}
+    whole = Plan(6, 3, [Job.staged([0, 1, 2], levels, N)])
+    cuts = [(0, 2), (2, 5), (5, 6)]
+    parts = Plan(6, 3, [Job.staged([0, 1, 2] + [f for f, v in levels.items() if v[a] == 0],
+                                   {f: v[a:b + 1] for f, v in levels.items() if v[a] != 0}, N) for a, b in cuts])
+    assert parts.jobs[0].end[1] == N  # frame 4 waits at pure noise across the first cut
+    given = ORACLE.sample_prior(1, 3, generator=torch.Generator().manual_seed(1))
+    out = []
+    for p in (whole, parts):
+        state = SamplingState.start(given, 6)
+        seen = []
+        Executor(ORACLE, make_sampler("dpm++2m", SCHEDULE, N), seed=2).run(
+            StaticSource(p), state, on_round=lambda st: seen.append(st.levels[0].tolist()))
+        out.append(state.buffer)
+    assert seen[0] == [0, 0, 0, 2, N, 3]  # after the first job of the cut plan: frame 4 at N
+    # the first job draws every frame's noise; the cut plan's later jobs draw none they use
+    torch.testing.assert_close(out[1], out[0], atol=2e-5, rtol=1e-4)
+    video = OpenVideo.start(0, given[0], 6, StaticSource(parts).video(given[0]))
+    assert video.levels.tolist() == [0, 0, 0, NOT_STARTED, NOT_STARTED, NOT_STARTED]
+    with pytest.raises(RuntimeError, match="expects"):
+        video.check_start(parts.jobs[1])  # the second job's frames were never started
