@@ -387,6 +387,7 @@ class Executor:
     # -- one round's jobs -------------------------------------------------------------------
     def run_tasks(self, tasks: list[Task], counters: Counters, on_job=None) -> None:
         calls, seconds = self.model.calls, self.model.seconds
+        nfe = self.sampler.nfe  # once a round: it concatenates the trajectory
         for start in range(0, len(tasks), self.batch_size):
             chunk = tasks[start:start + self.batch_size]
             for task in chunk:
@@ -398,7 +399,7 @@ class Executor:
                     on_job(len(task.job.latent))
             # network evaluations per job: the sampler's moves, or a per-frame job's calls; a
             # history-guided call with history to drop is two (fdm_engine/history_guidance.py)
-            counters.nfe += sum(job_nfe(t.job, self.sampler.nfe, self.history_drop) for t in chunk)
+            counters.nfe += sum(job_nfe(t.job, nfe, self.history_drop) for t in chunk)
         # Deltas, so counts stay right across a resumed run.
         counters.calls += self.model.calls - calls
         counters.network_s += self.model.seconds - seconds
