@@ -186,3 +186,38 @@ def test_a_frame_left_at_pure_noise_keeps_its_value_and_history():
     assert video.levels.tolist() == [0, 0, 0, NOT_STARTED, NOT_STARTED, NOT_STARTED]
     with pytest.raises(RuntimeError, match="expects"):
         video.check_start(parts.jobs[1])  # the second job's frames were never started
+
+
+def test_journal_round_trips_the_carried_state_and_refuses_a_short_one(tmp_path):
+    from sampling_schemes import Job
+
+    from fdm_engine.sample_state import BadState, RunState, record_head
+    from fdm_engine.samplers.history import FrameState
+
+    job = Job.staged([0], {1: [4, 3], 2: [4, 4]}, 4)
+    frames = torch.randn(2, 1, 2, 2)
+    carried = {f: FrameState({"x0_0": torch.randn(1, 2, 2)}, {"lam_0": torch.tensor(0.5, dtype=torch.float64),
+                                                             "count": torch.tensor(f)}) for f in (1, 2)}
+    state = RunState.fresh(tmp_path, 0, {})
+    state.append(0, 3, job, frames, carried)
+    state.append(0, 4, Job.make([0], [5]), frames[:1])  # an FDM job's record: no carry
+    state.commit()
+    made = RunState.load(tmp_path, 0).made(0, (1, 2, 2))
+    header, back, states = made[3]
+    assert torch.equal(back, frames) and sorted(states) == [1, 2] and made[4][2] == {}
+    for f in (1, 2):
+        for part in ("values", "meta"):
+            for k, v in getattr(carried[f], part).items():
+                assert torch.equal(getattr(states[f], part)[k], v)
+    # a record whose header promises more state than its payload holds
+    spec = carried[1].spec()
+    payload = memoryview(frames.numpy()).cast("B").tobytes() + b"\0" * 4
+    head = record_head({"order": 5, "observed": [0], "latent": [1, 2], "carry": {"frames": [1], "spec": spec}},
+                       payload)
+    state.close()
+    with open(state.journal_path(0), "ab") as f:
+        f.write(head + payload)
+    state.manifest.journals["0"] = state.journal_path(0).stat().st_size
+    state.commit()
+    with pytest.raises(BadState, match="sampler state"):
+        RunState.load(tmp_path, 0).made(0, (1, 2, 2))
