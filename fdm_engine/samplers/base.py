@@ -86,6 +86,12 @@ class Sampler:
             # x0 is a tensor of its own (no sampler history holds it): no new batch-sized tensor
             if x0.shape == sample.shape and not torch.is_grad_enabled() and not _shares_memory(
                     x0, sample, model_output):
+                # on the CPU, copy only the held slots' values (a mask on CUDA would sync the host)
+                if (sample.device.type == "cpu" and t.shape == sample.shape[:2] and x0.is_contiguous()
+                        and sample.is_contiguous()):
+                    rows = (t < 0).flatten()
+                    x0.view(rows.numel(), -1)[rows] = sample.view(rows.numel(), -1)[rows]
+                    return x0
                 return torch.where(keep, sample, x0, out=x0)
             return torch.where(keep, sample, x0)
         return torch.where(keep, sample, self.update(x0, sample, t, t_next, noise))
