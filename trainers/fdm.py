@@ -79,7 +79,7 @@ for _preset in (
     # v-prediction on a cosine schedule: measured better than eps/linear for few-step sampling (README).
     Preset("demo-balls", "fdm", "the demo model: the small (32-channel) FDM UNet on 32 px bouncing-balls, "
            "K=10 of 300-frame clips, v-prediction, cosine schedule; 9000 steps, the last 2690 annealing the "
-           "lr to 0: 1 h 53 min at 0.75 s per step on 2 quiet CPU cores",
+           "lr to 0: about 2 h 15 min at the 0.9 s per step the run measured on 2 CPU cores",
            dict(dataset="bouncing-balls", clip_length=300, batch_size=4, lr=2e-4, warmup_steps=200,
                 decay_steps=2690, ema_decay=0.999, steps=9000, save_every=500, keep_checkpoints=0, sample_every=2500,
                 log_every=20, diffusion_steps=1000, noise_schedule="cosine", prediction="v", sample_steps=10,
