@@ -214,7 +214,9 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
                     opened.append(t.video)
             # t.frames: views of the batch's output, which nothing changes later (the buffers may)
             records = [(t.video.video, t.order, t.job, t.frames, t.carried) for t in tasks]
-            background.submit(lambda: journal(records, opened, dataclasses.asdict(c)))
+            # the counters as this round left them: the next round updates `c` while this commits
+            snapshot = dataclasses.asdict(c)
+            background.submit(lambda: journal(records, opened, snapshot))
 
         def on_video(video: OpenVideo) -> None:
             v = video.video

@@ -156,12 +156,12 @@ class RunState:
         out = {}
         for header, payload in read_records(path, size):
             n = len(header["latent"])
-            size = n * _numel(frame_shape) * 4
+            nbytes = n * _numel(frame_shape) * 4
             carry = header.get("carry")
-            if len(payload) < size or (carry is None and len(payload) != size):
+            if len(payload) < nbytes or (carry is None and len(payload) != nbytes):
                 raise BadState(f"{path} holds frames of another shape than this run's {tuple(frame_shape)}")
-            frames = torch.frombuffer(bytearray(payload[:size]), dtype=torch.float32) if size else torch.empty(0)
-            states, pos = {}, size
+            frames = torch.frombuffer(bytearray(payload[:nbytes]), dtype=torch.float32) if nbytes else torch.empty(0)
+            states, pos = {}, nbytes
             try:
                 for f in (carry or {}).get("frames", ()):
                     states[f], used = FrameState.from_payload(carry["spec"], memoryview(payload)[pos:])

@@ -73,3 +73,31 @@ def test_uint8_frames_made_job_by_job_are_those_of_the_raw_frames(scheme, extra,
     for v in range(4):
         z = np.load(tmp_path / f"video_{v:04d}.npz")
         assert np.array_equal(z["frames"], to_uint8(z["raw"])), v
+
+
+def test_each_commit_records_the_counters_of_its_own_round(tmp_path, monkeypatch):
+    # The commit runs on the background thread while the next round samples: it must record the
+    # counters its round left, not those the next round is changing (resume starts from them).
+    import time
+
+    import fdm_engine.sample_run as sr
+    from fdm_engine.sample_state import RunState
+
+    seen, real_commit = [], RunState.commit
+
+    class Late(Background):  # each piece of work starts late: the next round samples meanwhile
+        def submit(self, fn):
+            super().submit(lambda: (time.sleep(0.05), fn()))
+
+    def commit(self, counters=None):
+        if counters is not None:  # a round's commit (a fresh state commits with none)
+            seen.append(dict(counters))
+        return real_commit(self, counters)
+
+    monkeypatch.setattr(sr, "Background", Late)
+    monkeypatch.setattr(RunState, "commit", commit)
+    run_sampling(cfg(num_videos=2, videos_in_flight=1), tmp_path / "run", progress=False)
+    rounds = [c["rounds"] for c in seen]
+    assert rounds == list(range(1, len(rounds) + 1)) and len(rounds) > 2
+    nfe = [c["nfe"] for c in seen]
+    assert nfe == [2 * r for r in rounds]  # autoreg: one job of 2 steps per round
