@@ -206,6 +206,46 @@ def test_a_second_process_on_the_same_folder_is_refused(tmp_path, capsys):
         pass
 
 
+def test_a_finished_run_leaves_no_lock_file(tmp_path, capsys):
+    out = tmp_path / "o"
+    code, _, err = run_fdm(capsys, "sample", ORACLE, "--n-obs", "3", "--length", "12", "--max-frames", "8",
+                           "--num-videos", "1", "--steps", "2", "--format", "npz", "--out", out, "--quiet")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["plan.json", "video_0000.npz"]
+
+
+def test_a_lock_on_a_file_its_holder_removed_is_taken_again_on_the_name(tmp_path, monkeypatch):
+    """The race of removing the lock file at release: B opens the file, its holder A removes it
+    and lets go, C creates a new one and locks it, then B's flock on the old file succeeds. B must
+    see that the name is no longer its file, and then find C holding the name's file."""
+    import fcntl
+
+    from fdm_engine import run_lock
+
+    path, fds, real_flock = tmp_path / ".lock", [], fcntl.flock
+
+    def flock(fd, op):
+        if not fds:  # B has opened the old file: A removes it, C locks a new one
+            path.unlink()
+            fds.append(os.open(path, os.O_RDWR | os.O_CREAT))
+            real_flock(fds[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.pwrite(fds[0], b"4242\n", 0)
+        real_flock(fd, op)
+
+    path.write_text("1\n")
+    monkeypatch.setattr(run_lock.fcntl, "flock", flock)
+    try:
+        with pytest.raises(FdmError, match="in use by another .* 4242"):
+            with run_lock.run_folder_lock(tmp_path, name=".lock"):
+                pass
+        assert path.exists(), "C's lock file stays while C holds it"
+    finally:
+        os.close(fds[0])
+    with run_lock.run_folder_lock(tmp_path, name=".lock"):  # C gone: the name's file is free again
+        assert path.read_text() == f"{os.getpid()}\n"
+    assert not path.exists()
+
+
 def _fdm(args, **kw):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], capture_output=True, text=True,
