@@ -83,7 +83,8 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
               help="Comma-separated outputs: mp4, gif, npz, png.")
 @click.option("--save-raw", is_flag=True, help="Also store unclipped float frames (`raw`) in the npz.")
 @click.option("--fps", type=int, default=default("fps"), help="Frames per second of mp4/gif outputs.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (same settings).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (same settings); "
+                                            "a run there already complete is left as it is.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sample(model, out, resume, quiet, **options):
     """Sample long videos from MODEL: a checkpoint (.safetensors or .pt) or an analytic oracle
@@ -105,6 +106,11 @@ def sample(model, out, resume, quiet, **options):
     cfg = SampleConfig(model=model, **options)
     shard = Shard.from_env()
     summary = run_sampling(cfg, Path(out), resume=resume, shard=shard, progress=not quiet and shard.rank == 0)
+    if summary.get("already_complete"):
+        if shard.rank == 0:
+            click.echo(f"nothing to resume: the run in {out} is already complete ({cfg.num_videos} video(s), "
+                       f"plan.json)")
+        return
     if shard.rank == 0:
         click.echo(f"wrote {cfg.num_videos} video(s) to {out}: {summary['nfe']} network evaluations in "
                    f"{summary['rounds']} rounds, {summary['wall_s']:.1f} s")

@@ -169,12 +169,16 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
     shard = shard or Shard.from_env()
     device = device or resolve_device(cfg.device)
     out = Path(out)
+    if resume and not out.is_dir():  # before loading the model (claim() checks a folder that is there)
+        raise FdmError(f"--resume: {out} does not exist: there is no run to resume there")
     video_ids = shard.videos(cfg.num_videos)
     loaded = load_denoiser(cfg.model, device=device, published=cfg.published_format, flags=cfg.published_flags,
                            config_file=cfg.published_config)
     run = build(cfg, loaded, device)
     with run_folder_lock(out, "--out", f".fdm-sample-rank{shard.rank}.lock", "`fdm sample`"):
         state = claim(out, cfg, resume, shard.rank, video_ids)
+        if state is None:  # --resume of this run, finished: nothing to do
+            return {**json.loads((out / "plan.json").read_text()), "already_complete": True}
         finished = set(state.manifest.finished_videos)
         todo = [v for v in video_ids if v not in finished]
         first = {"jobs": state.manifest.first_jobs}
@@ -254,8 +258,9 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
     return summary
 
 
-def claim(out: Path, cfg: SampleConfig, resume: bool, rank: int, video_ids: list[int]) -> RunState:
-    """This rank's state in OUT: a fresh one, or (--resume) the saved one; refuses another run's folder."""
+def claim(out: Path, cfg: SampleConfig, resume: bool, rank: int, video_ids: list[int]) -> RunState | None:
+    """This rank's state in OUT: a fresh one, or (--resume) the saved one, or None for --resume of
+    this run once finished (its plan.json); refuses another run's folder, and --resume of none."""
     path = out / f"state_rank{rank}.pt"
     if path.exists():
         if not resume:
@@ -266,22 +271,45 @@ def claim(out: Path, cfg: SampleConfig, resume: bool, rank: int, video_ids: list
         except (BadState, OSError) as e:
             raise FdmError(f"{e}: delete {path.name} and {path.stem}.parts in {out} to start over, "
                            f"or choose another --out") from None
-        # a setting the run's manifest predates had its default then (runs resume across versions)
-        defaults = SampleConfig().to_dict()
-        saved = {**{k: v for k, v in defaults.items() if k not in state.manifest.config}, **state.manifest.config}
-        old = {k: v for k, v in saved.items() if k not in SampleConfig.RESUME_FREE}
-        new = {k: v for k, v in cfg.to_dict().items() if k not in SampleConfig.RESUME_FREE}
-        if old != new:
-            diff = sorted(k for k in set(new) | set(old) if old.get(k) != new.get(k))
+        diff = _changed(state.manifest.config, cfg)
+        if diff:
             raise FdmError(f"--resume: {path} was started with different settings ({', '.join(diff)})")
         return state
+    if resume:
+        finished = _finished_config(out / "plan.json")
+        if finished is not None:
+            diff = _changed(finished, cfg)
+            if diff:
+                raise FdmError(f"--resume: {out} holds a finished run with different settings ({', '.join(diff)})")
+            return None
     theirs = [p.name for p in (out / "plan.json",) if p.exists()]
     theirs += [p.name for v in video_ids for p in out.glob(video_stem(out, v).name + ".*")]
     if theirs:
         more = f" and {len(theirs) - 3} more" if len(theirs) > 3 else ""
         raise FdmError(f"{out} holds another run ({', '.join(theirs[:3])}{more}): choose another --out, "
                        f"or delete those files to sample there")
+    if resume:
+        raise FdmError(f"--resume: {out} holds no run to resume (no {path.name}); "
+                       f"leave out --resume to start one there")
     return RunState.fresh(out, rank, cfg.to_dict())
+
+
+def _changed(saved: dict, cfg: SampleConfig) -> list[str]:
+    """The settings (those a resume must keep) in which `cfg` differs from a run's saved config."""
+    # a setting the run's config predates had its default then (runs resume across versions)
+    saved = {**SampleConfig().to_dict(), **saved}
+    old = {k: v for k, v in saved.items() if k not in SampleConfig.RESUME_FREE}
+    new = {k: v for k, v in cfg.to_dict().items() if k not in SampleConfig.RESUME_FREE}
+    return sorted(k for k in set(new) | set(old) if old.get(k) != new.get(k))
+
+
+def _finished_config(plan: Path) -> dict | None:
+    """The config in a finished run's plan.json; None if there is none (or it is not a plan of ours)."""
+    try:
+        config = json.loads(plan.read_text()).get("config")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def _summary(run: SamplingRun, jobs, counters: Counters, wall: float, shard: Shard) -> dict:

@@ -173,12 +173,34 @@ def test_a_folder_holding_another_run_is_refused(tmp_path, capsys):
     out = tmp_path / "o"
     run_sampling(cfg(num_videos=2), out, progress=False)
     before = files(out)
-    for extra in ([], ["--resume"], ["--num-videos", "3"]):
+    for extra in ([], ["--num-videos", "3"]):
         code, _, err = run_fdm(capsys, "sample", ORACLE, "--n-obs", "3", "--length", "30", "--max-frames", "8",
                                "--num-videos", "2", "--format", "npz", "--out", out, "--quiet", *extra)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "holds another run" in err, err
         assert "choose another --out" in err
     assert files(out) == before
+
+
+def test_resume_with_no_run_is_refused_and_resume_of_a_finished_run_leaves_it(tmp_path, capsys):
+    def sample(out, *extra):
+        return run_fdm(capsys, "sample", ORACLE, "--n-obs", "3", "--length", "12", "--max-frames", "8",
+                       "--num-videos", "1", "--steps", "2", "--format", "npz", "--out", out, "--quiet", *extra)
+
+    missing, empty, done = tmp_path / "missing", tmp_path / "empty", tmp_path / "done"
+    empty.mkdir()
+    for out, why in ((missing, "does not exist: there is no run to resume"), (empty, "holds no run to resume")):
+        code, _, err = sample(out, "--resume")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and why in err and str(out) in err, err
+    assert not missing.exists() and not any(empty.iterdir()), "a refused resume creates nothing"
+    assert sample(done)[0] == 0
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in done.iterdir()}
+    code, stdout, err = sample(done, "--resume")
+    assert code == 0 and stdout.strip() == f"nothing to resume: the run in {done} is already complete " \
+                                           f"(1 video(s), plan.json)", (stdout, err)
+    code, _, err = sample(done, "--resume", "--steps", "3")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "finished run with different settings (steps)" in err
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in done.iterdir()} == before, "the finished run is left"
 
 
 def test_a_second_process_on_the_same_folder_is_refused(tmp_path, capsys):
