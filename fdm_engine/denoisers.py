@@ -26,7 +26,9 @@ def load_denoiser(spec: str, device="cpu", use_ema: bool = True, published: str 
             raise FdmError(f"{spec}: --flags and --config describe a published checkpoint: pass --from NAME too")
         return load_published(spec, published, flags, config_file, device=device)
     if is_oracle(spec):
-        diffusion = DiffusionConfig()
+        # x0, its native prediction: no eps round trip (two passes over every batch) in the oracle
+        # and again in the sampler
+        diffusion = DiffusionConfig(prediction="x0")
         model = GaussianProcessOracle(parse_oracle_spec(spec), NoiseSchedule(diffusion)).to(device)
         return LoadedDenoiser(model=model, diffusion=diffusion, model_name="oracle", extra={},
                               path=Path(spec), used_ema=False)

@@ -125,6 +125,8 @@ class GaussianProcessOracle(nn.Module):
 
     def forward(self, x, frame_indices, noise_levels, observed, valid=None):
         x0 = self.posterior_x0(x, frame_indices, noise_levels, observed, valid)
+        if self.schedule.prediction == "x0":
+            return x0
         t = torch.where(observed, torch.full_like(noise_levels, -1.0), noise_levels)
         a, s = self.schedule.alpha_sigma(t.cpu())
         a, s = expand_like(a, x), expand_like(s, x)
