@@ -621,8 +621,9 @@ def fvd_cmd(real, fake, weights, data_dir, num_videos, frames, start, features, 
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     weights = Path(weights).expanduser() if weights else default_weights_path()
-    model = load_i3d(weights, device)  # first: missing weights fail before any video is read
+    # the sets first (their sizes only, no frames read): a mistyped folder is named before missing weights
     real_set, fake_set = _open_sets(real, fake, data_dir, num_videos)
+    model = load_i3d(weights, device)  # before any frame is read
     with tqdm(total=len(real_set) + len(fake_set), unit="video", desc="I3D", disable=None) as bar:
         result = compute_fvd(real_set, fake_set, model, frames, start, features, batch_frames, device, bar.update)
     result["i3d"] = str(weights)

@@ -266,6 +266,11 @@ CASES = [
     ("report-out-proc", ["report", "{samples}", "--out", "/proc/report"], "/proc"),
     ("eval-fvd-no-weights", ["eval", "fvd", "{samples}", "{samples}", "--i3d", "{root}/none.safetensors"],
      "none.safetensors"),
+    # the user's sets are checked before the (also missing) weights
+    ("eval-fvd-no-fake-folder", ["eval", "fvd", "{samples}", "{root}/no_such_samples/", "--i3d",
+                                 "{root}/none.safetensors"], "{root}/no_such_samples/: no such folder"),
+    ("eval-fvd-no-real-folder", ["eval", "fvd", "no_such_real", "{samples}", "--i3d", "{root}/none.safetensors"],
+     "no_such_real: no such folder"),
 ]
 
 

@@ -121,6 +121,19 @@ def test_equal_nfe_steps():
         assert abs(b["nfe"] - target) <= b["jobs"] / 2  # the nearest total that whole steps allow
 
 
+@pytest.mark.parametrize("extra,needle", [(["--quick"], "no I3D weights at"),
+                                          (["--length", "12", "--drift-frames", "4"], "FVD needs 16")])
+def test_eval_demo_checks_its_fvd_inputs_before_sampling(tmp_path, capsys, extra, needle):
+    """Missing I3D weights or videos too short for FVD fail at once, not after all the sampling."""
+    from fdm_engine.demo import DEMO_CHECKPOINT
+
+    out = tmp_path / "eval"
+    code, _, err = run_fdm(capsys, "eval", "demo", DEMO_CHECKPOINT, "--i3d", tmp_path / "none.safetensors",
+                           "--out", out, "-q", *extra)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not out.exists(), "nothing sampled"
+
+
 @pytest.mark.slow  # ~55 s on the loaded 2-core machine (I3D at 224 px on 7 window sets)
 def test_eval_demo_smoke(tmp_path, capsys):
     """`fdm eval demo --quick` with a random tiny FDM and a random small I3D: every output written,

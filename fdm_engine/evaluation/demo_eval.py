@@ -110,12 +110,10 @@ def _window_set(name: str, videos, starts):
     return VideoSet(name, [FVD_FRAMES] * len(clips), clips[0].shape[1:], lambda i, n: clips[i])
 
 
-def _fvd(cfg: DemoEvalConfig, sets: dict, reference: str, progress) -> dict:
+def _fvd(model, sets: dict, reference: str, progress) -> dict:
     """{name: videos} -> FVD of each set against `reference`'s (features computed once per set)."""
     from fdm_engine.evaluation.fvd import frechet_distance, gaussian_fit, video_features
-    from fdm_engine.evaluation.i3d import load_i3d
 
-    model = load_i3d(cfg.i3d)
     fits = {name: gaussian_fit(video_features(s, model, FVD_FRAMES)) for name, s in progress(sets.items())}
     return {name: frechet_distance(fits[reference], fit) for name, fit in fits.items() if name != reference}
 
@@ -139,6 +137,10 @@ def run_demo_eval(cfg: DemoEvalConfig, out, progress: bool = True) -> dict:
     if name not in CONSISTENCY:
         raise FdmError(f"{ckpt}: trained on {name!r}, which has no consistency measure "
                        f"(known: {', '.join(CONSISTENCY.names())})")
+    if cfg.fvd:  # its inputs before the sampling (hours): missing weights or too short videos fail now
+        from fdm_engine.evaluation.i3d import load_i3d
+
+        starts, i3d = _window_starts(cfg.length, cfg.n_obs, cfg.fvd_windows), load_i3d(cfg.i3d)
     data_dir = cfg.data_dir or recorded_data_dir(extra)
     k = loaded.model.max_frames
     budget = equal_nfe_steps(list(cfg.schemes), cfg.length, cfg.n_obs, k, cfg.steps)
@@ -169,13 +171,12 @@ def run_demo_eval(cfg: DemoEvalConfig, out, progress: bool = True) -> dict:
         entry["consistency"] = _consistency_curves(name, videos, states, cfg.n_obs)
         entry["drift"] = _drift(videos, cfg.drift_frames)
     if cfg.fvd:
-        starts = _window_starts(cfg.length, cfg.n_obs, cfg.fvd_windows)
         train, _ = _truth(cfg, data_dir, name, "train", cfg.num_train or cfg.num_videos, cfg.length)
         sets = {"real": _window_set("real", real, starts), "train (floor)": _window_set("train", train, starts),
                 "no-motion": _window_set("no-motion", still, starts),
                 **{s: _window_set(s, v, starts) for s, v in generated.items()}}
         report["fvd"] = {"starts": starts, "windows": {n: len(s) for n, s in sets.items()},
-                         "vs_real": _fvd(cfg, sets, "real", lambda it: tqdm(list(it), desc="I3D",
+                         "vs_real": _fvd(i3d, sets, "real", lambda it: tqdm(list(it), desc="I3D",
                                                                              disable=not progress))}
     write_outputs(report, out)
     return report

@@ -94,10 +94,13 @@ def _folder_set(spec: str, folder: Path) -> VideoSet:
 
 
 def _dataset_set(spec: str, data_dir, count: int | None, like: VideoSet | None) -> VideoSet:
-    from fdm_engine.datasets import open_dataset, parse_dataset_ref
+    from fdm_engine.datasets import DATASETS, open_dataset, parse_dataset_ref
     from fdm_engine.video_io import to_uint8
 
     ref = parse_dataset_ref(spec)
+    if ref.name not in DATASETS:  # most likely a mistyped folder (`samples/`): say that first
+        raise FdmError(f"{spec}: no such folder, nor a dataset NAME[:split[:index]] "
+                       f"(datasets: {', '.join(DATASETS.names())})")
     size, channels = (like.frame_shape[0], like.frame_shape[2]) if like else (None, None)
     ds = open_dataset(ref.name, data_dir, split=ref.split, image_size=size, channels=channels)
     available = len(ds) - ref.index
