@@ -27,8 +27,9 @@ def demo(ctx, out, checkpoint, length, n_obs, steps, scheme, seed, quiet):
     The demo model (fdm_engine/assets/demo-balls.safetensors) is a small FDM network that fdm
     trained on procedural bouncing balls (README, "The demo model"). The held-out video comes
     from the same generator with a seed stream that no training video used. Writes
-    OUT/samples/video_0000.mp4 (the generated video), OUT/side_by_side.{mp4,png} (real left,
-    generated right) and OUT/scheme.png, then prints one line with the paths.
+    OUT/samples/video_0000.mp4 (the generated video), OUT/side_by_side.mp4 (real left, generated
+    right), OUT/side_by_side.png (12 frames, real above generated, labelled) and OUT/scheme.png,
+    then prints one line with the paths.
 
     \b
     Examples:

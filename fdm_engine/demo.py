@@ -45,14 +45,47 @@ def side_by_side(real: np.ndarray, fake: np.ndarray, gap: int = 2) -> np.ndarray
     return np.concatenate([real, bar, fake], axis=2)
 
 
+def labelled_strip(rows: dict[str, np.ndarray], n_obs: int, max_frames: int = 12, scale: int = 2,
+                   gap: int = 4) -> np.ndarray:
+    """Evenly spaced frames (first and last included) of videos of one length, one row per video:
+    uint8 [H', W', 3], each row named on its left (the dict's keys) and each column by its frame
+    number above ("given" on the frames the model was given). Frames are enlarged `scale` times
+    (nearest) so the labels' small font stays readable beside them."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    videos = [np.repeat(np.repeat(v, scale, axis=1), scale, axis=2) for v in rows.values()]
+    length, h, w, c = videos[0].shape
+    idx = np.unique(np.rint(np.linspace(0, length - 1, max(1, min(max_frames, length)))).astype(int))
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    heads = [f"{t} given" if t < n_obs else str(t) for t in idx]
+    text_h = max(draw.textbbox((0, 0), t, font=font)[3] for t in [*rows, "frame", *heads])
+    left = int(max(draw.textlength(t, font=font) for t in [*rows, "frame"])) + 2 * gap
+    col = max(w, *(int(draw.textlength(t, font=font)) + 1 for t in heads)) + gap  # no header runs into the next
+    top = text_h + 2 * gap
+    canvas = Image.new("RGB", (left + len(idx) * col, top + len(rows) * (h + gap)), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((gap, gap), "frame", fill="black", font=font)
+    for j, (t, head) in enumerate(zip(idx, heads)):
+        draw.text((left + j * col, gap), head, fill="gray" if t < n_obs else "black", font=font)
+    for i, (name, video) in enumerate(zip(rows, videos)):
+        y = top + i * (h + gap)
+        draw.text((gap, y + (h - text_h) // 2), name, fill="black", font=font)
+        for j, t in enumerate(idx):
+            frame = np.repeat(video[t], 3, axis=-1) if c == 1 else video[t]
+            canvas.paste(Image.fromarray(frame), (left + j * col, y))
+    return np.asarray(canvas)
+
+
 def run_demo(out, checkpoint=DEMO_CHECKPOINT, length: int = 300, n_obs: int = 10, steps: int = 10,
              scheme: str = "hierarchy-2", seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Sample `length` frames from `checkpoint` given the first `n_obs` frames of a held-out video;
-    write the video, a real-vs-generated side-by-side (mp4 + PNG strip) and the scheme picture."""
+    write the video, a real-vs-generated side-by-side (mp4; and a labelled PNG of 12 frames, real
+    above generated) and the scheme picture."""
     from fdm_engine.checkpoint import load_checkpoint
     from fdm_engine.sample_config import SampleConfig
     from fdm_engine.sample_run import run_sampling
-    from fdm_engine.video_io import write_strip, write_video
+    from fdm_engine.video_io import write_image, write_video
     from sampling_schemes import plan
     from sampling_schemes.render import render_png
 
@@ -74,10 +107,8 @@ def run_demo(out, checkpoint=DEMO_CHECKPOINT, length: int = 300, n_obs: int = 10
         fake = npz["frames"]
     paths = {"video": samples / "video_0000.mp4", "side_by_side": out / "side_by_side.mp4",
              "strip": out / "side_by_side.png", "scheme": out / "scheme.png"}
-    both = side_by_side(real, fake)
-    write_video(paths["side_by_side"], both)
-    gap = np.full((*both.shape[:2], 4, both.shape[3]), 96, np.uint8)  # grey: tells one frame pair from the next
-    write_strip(paths["strip"], np.concatenate([both, gap], axis=2), max_frames=12)
+    write_video(paths["side_by_side"], side_by_side(real, fake))
+    write_image(paths["strip"], labelled_strip({"real": real, "generated": fake}, n_obs))
     render_png(plan(scheme, length, n_obs, summary["max_frames"]), str(paths["scheme"]),
                title=f"{scheme}: T={length}, {n_obs} given, K={summary['max_frames']}")
     return {"paths": paths, "wall_s": wall, "jobs": len(summary["jobs"]), "nfe": summary["nfe"],

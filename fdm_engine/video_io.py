@@ -119,6 +119,16 @@ def write_strip(path, frames, max_frames: int = 16) -> Path:
     return path
 
 
+def write_image(path, image: np.ndarray) -> Path:
+    """Write uint8 [H, W, 3] as a PNG (atomically)."""
+    from PIL import Image
+
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+    return path
+
+
 def _check_frames_to_write(path: Path, frames) -> np.ndarray:
     if isinstance(frames, torch.Tensor):
         frames = frames.detach().cpu().numpy()

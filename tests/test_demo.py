@@ -83,3 +83,36 @@ def test_demo_model_makes_balls_not_noise(meta, tmp_path):
     assert palette_fraction(fake[10:]) >= 0.8 * palette_fraction(real[10:])
     assert palette_fraction(noise) < 0.2
     assert psnr(fake[10:15], real[10:15]).mean() >= psnr(noise[10:15], real[10:15]).mean() + 5
+
+
+def test_side_by_side_png_labels_its_rows_and_columns():
+    """Real above generated, each frame once at twice its size, columns in time order, a name left
+    of each row and a frame number above each column."""
+    from fdm_engine.demo import labelled_strip
+
+    t, h, w = 30, 8, 6
+    real = np.zeros((t, h, w, 3), np.uint8)
+    fake = np.zeros((t, h, w, 3), np.uint8)
+    real[..., 0] = fake[..., 1] = (5 + 8 * np.arange(t))[:, None, None]  # one colour per frame, no grey
+    image = labelled_strip({"real": real, "generated": fake}, n_obs=4, max_frames=12)
+    idx = np.unique(np.rint(np.linspace(0, t - 1, 12)).astype(int))
+    boxes = {}
+    for row, video in enumerate((real, fake)):
+        for k in idx:
+            colour = video[k, 0, 0]
+            ys, xs = np.nonzero((image == colour).all(-1))
+            assert len(ys) == 4 * h * w, (row, k)  # this frame alone, enlarged 2x, whole
+            assert ys.max() - ys.min() == 2 * h - 1 and xs.max() - xs.min() == 2 * w - 1
+            boxes[row, k] = ys.min(), xs.min()
+    assert all(boxes[0, k][0] + 2 * h <= boxes[1, k][0] for k in idx), "real above generated"
+    assert [boxes[0, k][1] for k in idx] == sorted(boxes[0, k][1] for k in idx), "time runs left to right"
+    assert all(boxes[0, k][1] == boxes[1, k][1] for k in idx), "a column shows one time"
+    ink = (image.min(-1) == image.max(-1)) & (image[..., 0] < 200)  # grey: text (no frame pixel is grey)
+    first_x, first_y = boxes[0, idx[0]][1], boxes[0, idx[0]][0]
+    for row in (0, 1):
+        y = boxes[row, idx[0]][0]
+        assert ink[y:y + 2 * h, :first_x].any(), f"row {row} has its name on the left"
+    xs = [boxes[0, k][1] for k in idx] + [image.shape[1]]
+    for k, x0, x1 in zip(idx, xs, xs[1:]):
+        cols = np.nonzero(ink[:first_y, x0:x1].any(0))[0]
+        assert len(cols) and cols.max() < x1 - x0 - 1, f"frame {k}'s number is above it, clear of the next"
