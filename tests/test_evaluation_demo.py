@@ -119,6 +119,10 @@ def test_equal_nfe_steps():
     for b in budget.values():
         assert b["nfe"] == b["jobs"] * b["steps"]
         assert abs(b["nfe"] - target) <= b["jobs"] / 2  # the nearest total that whole steps allow
+    # a tie takes the fewer steps, as steps_for_nfe does: 56 NFE over 16 jobs is 3 steps (48), not 4 (64)
+    tie = equal_nfe_steps(["autoreg", "hierarchy-2-parallel"], 80, 10, 10, 4)
+    assert tie["autoreg"] == {"jobs": 14, "steps": 4, "nfe": 56}
+    assert tie["hierarchy-2-parallel"] == {"jobs": 16, "steps": 3, "nfe": 48}
 
 
 @pytest.mark.parametrize("extra,needle", [(["--quick"], "no I3D weights at"),

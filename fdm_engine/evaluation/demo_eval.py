@@ -56,15 +56,17 @@ class DemoEvalConfig(Config):
 
 
 def equal_nfe_steps(schemes, length: int, n_obs: int, max_frames: int, steps: int) -> dict[str, dict]:
-    """{scheme: {jobs, steps, nfe}} with steps chosen so every scheme's NFE is nearest to the first's."""
+    """{scheme: {jobs, steps, nfe}} with steps chosen so every scheme's NFE is nearest to the first's
+    (as `fdm eval schemes --nfe` chooses them: a tie takes the fewer steps)."""
+    from fdm_engine.evaluation.scheme_score import steps_for_nfe
     from sampling_schemes import plan
 
     jobs = {s: len(plan(s, length, n_obs, max_frames).jobs) for s in schemes}
     target = steps * jobs[schemes[0]]
     out = {}
     for s, j in jobs.items():
-        k = max(1, round(target / j))
-        out[s] = {"jobs": j, "steps": k, "nfe": j * k}
+        k, nfe = steps_for_nfe(target, lambda n, j=j: j * n, guess=steps)
+        out[s] = {"jobs": j, "steps": k, "nfe": nfe}
     return out
 
 
