@@ -99,6 +99,8 @@ class Sampler:
     def denoised(self, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
         """The x0 prediction the update uses: the model's output converted to x0, clamped to
         [-1, 1] with `clip_denoised` (every sampler's update is written in x0, so all honour it)."""
+        if self.schedule.prediction == "x0":
+            return model_output.clamp(-1, 1) if self.config.clip_denoised else model_output
         a, s = self.schedule.alpha_sigma(t)
         a, s = expand_like(a, sample), expand_like(s, sample)
         if self.schedule.prediction == "eps" and not torch.is_grad_enabled():
@@ -120,13 +122,28 @@ class Sampler:
 
     def half_log_snr(self, t: torch.Tensor) -> torch.Tensor:
         """lambda = log(a / s) at t [B, F], float64; +inf where t < 0 (clean)."""
-        ab = self.schedule.alpha_bar(t)
-        return 0.5 * (torch.log(ab) - torch.log1p(-ab))
+        return half_log_snr(self.schedule.alpha_bar(t))
 
     def coefs(self, t: torch.Tensor, like: torch.Tensor):
         """alpha-bar, a, s at t, broadcast against `like`, in its dtype."""
         ab = self.schedule.alpha_bar(t)
         return tuple(expand_like(c, like) for c in (ab, ab.sqrt(), (1 - ab).clamp(min=0).sqrt()))
+
+
+def combine(x: torch.Tensor, c_x: torch.Tensor, terms: list[torch.Tensor], coefs: list[torch.Tensor]) -> torch.Tensor:
+    """c_x x + sum_k coefs[k] terms[k] with per-slot weights [B, F] (float64, cast to x's dtype):
+    a sampler's step as one pass over the batch per term (a term weighted 0 everywhere is skipped),
+    where the step written out term by term makes several passes per term."""
+    out = torch.mul(x, expand_like(c_x, x))
+    for term, c in zip(terms, coefs):
+        if bool(c.any()):
+            out.addcmul_(term, expand_like(c, x))
+    return out
+
+
+def half_log_snr(alpha_bar: torch.Tensor) -> torch.Tensor:
+    """lambda = log(a / s) from alpha-bar; +inf where it is 1 (clean)."""
+    return 0.5 * (torch.log(alpha_bar) - torch.log1p(-alpha_bar))
 
 
 def _shares_memory(out: torch.Tensor, *others: torch.Tensor) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fdm_engine.samplers.base import Sampler
+import torch
+
+from fdm_engine.samplers.base import Sampler, combine
 
 
 class DDIMSampler(Sampler):
@@ -11,9 +13,15 @@ class DDIMSampler(Sampler):
         return self.config.eta > 0
 
     def update(self, x0, x_t, t, t_next, noise):
-        ab_t, a_t, s_t = self.coefs(t, x_t)
-        ab_n, a_n, _ = self.coefs(t_next, x_t)
-        eps = (x_t - a_t * x0) / s_t
+        # x_next = a_n x0 + c eps (+ sigma z), eps = (x_t - a_t x0) / s_t: weights of x_t, x0 and z,
+        # in float64 (one pass over the batch per term)
+        ab_t, ab_n = self.schedule.alpha_bar(t), self.schedule.alpha_bar(t_next)
+        a_t, s_t, a_n = ab_t.sqrt(), (1 - ab_t).clamp(min=0).sqrt(), ab_n.sqrt()
         sigma = self.config.eta * ((1 - ab_n) / (1 - ab_t) * (1 - ab_t / ab_n)).clamp(min=0).sqrt()
-        out = a_n * x0 + (1 - ab_n - sigma**2).clamp(min=0).sqrt() * eps
-        return out + sigma * noise if self.stochastic else out
+        c = (1 - ab_n - sigma**2).clamp(min=0).sqrt()
+        moving = t >= 0  # (the others are returned unchanged by `step`)
+        w_x = torch.where(moving, c / s_t, torch.ones_like(c))
+        w_0 = torch.where(moving, a_n - c * a_t / s_t, torch.zeros_like(c))
+        if not self.stochastic:
+            return combine(x_t, w_x, [x0], [w_0])
+        return combine(x_t, w_x, [x0, noise], [w_0, torch.where(moving, sigma, torch.zeros_like(sigma))])

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fdm_engine.diffusion.schedule import expand_like
-from fdm_engine.samplers.base import Sampler
+import torch
+
+from fdm_engine.samplers.base import Sampler, combine
 
 
 class DDPMSampler(Sampler):
@@ -25,7 +26,10 @@ class DDPMSampler(Sampler):
         c_xt = (1 - beta).sqrt() * (1 - ab_n) / (1 - ab_t)
         var = beta if self.variance == "large" else beta * (1 - ab_n) / (1 - ab_t)
         var = var * (t_next >= 0)
-        return expand_like(c_x0, x_t) * x0 + expand_like(c_xt, x_t) * x_t + expand_like(var.sqrt(), x_t) * noise
+        moving = t >= 0  # (the others are returned unchanged by `step`)
+        c_xt, c_x0, c_z = (torch.where(moving, c, torch.full_like(c, fill)) for c, fill in
+                           ((c_xt, 1.0), (c_x0, 0.0), (var.sqrt(), 0.0)))
+        return combine(x_t, c_xt, [x0, noise], [c_x0, c_z])  # one pass over the batch per term
 
 
 class DDPMSmallSampler(DDPMSampler):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from fdm_engine.diffusion.schedule import expand_like
-from fdm_engine.samplers.base import Sampler
+from fdm_engine.samplers.base import Sampler, combine, half_log_snr
 from fdm_engine.samplers.history import FrameHistory, FrameState
 
 
@@ -35,33 +35,38 @@ class DPMSolverPP2MSampler(Sampler):
         self.history.load(state, self.order - 1)
 
     def update(self, x0, x_t, t, t_next, noise):
-        lam, lam_n = self.half_log_snr(t), self.half_log_snr(t_next)
+        ab, ab_n = self.schedule.alpha_bar(t), self.schedule.alpha_bar(t_next)
+        lam, lam_n = half_log_snr(ab), half_log_snr(ab_n)
         moved = (t_next != t) & (t >= 0)
         self.history.push(x0, lam, moved)
         order = self.history.available(t.shape).clamp(max=self.order)
-        out = self.multistep(x_t, t, t_next, lam, lam_n, order, noise)
-        clean = expand_like(t_next < 0, x_t).bool()  # lambda = inf: the move ends at the x0 estimate
-        return torch.where(expand_like(moved, x_t).bool(), torch.where(clean, x0, out), x_t)
+        a_n, s_n, s_t = ab_n.sqrt(), (1 - ab_n).clamp(min=0).sqrt(), (1 - ab).clamp(min=0).sqrt()
+        c_x, c_m, c_z = self.weights(a_n, s_n, s_t, lam_n - lam, self.ratios(lam, lam_n), order)
+        # Held slots keep x_t; slots that end clean (lambda = inf) take their x0 estimate.
+        go, clean = moved & (t_next >= 0), moved & (t_next < 0)
+        c_x = torch.where(go, c_x, (~moved).to(c_x.dtype))
+        c_m = [torch.where(go, c, clean.to(c.dtype) if k == 0 else torch.zeros_like(c)) for k, c in enumerate(c_m)]
+        terms = [self.history.x0_or(k, self.history.x0[0]) for k in range(len(c_m))]
+        if c_z is not None:
+            c_z, terms = torch.where(go, c_z, torch.zeros_like(c_z)), terms + [noise]
+        return combine(x_t, c_x, terms, c_m + ([] if c_z is None else [c_z]))
 
-    def differences(self, lam, lam_n):
-        """(h, [r_0, r_1]) with fallbacks where a slot lacks the entry (those orders are not selected)."""
+    def ratios(self, lam, lam_n):
+        """[r_0, r_1]: the past step ratios, with fallbacks where a slot lacks the entry (those
+        orders are not selected)."""
         h = lam_n - lam
         lam_1 = self.history.lam_or(1, lam - h)
         lam_2 = self.history.lam_or(2, lam_1 - h)
-        return h, [(lam - lam_1) / h, (lam_1 - lam_2) / h]
+        return [(lam - lam_1) / h, (lam_1 - lam_2) / h]
 
-    def first_difference(self, x_t, t, t_next, lam, lam_n, order):
-        """(a_next, s_next, s, h, x0, d1): d1 = (x0 - x0_prev) / r_0 where order >= 2, else 0."""
-        _, a_n, s_n = self.coefs(t_next, x_t)
-        _, _, s_t = self.coefs(t, x_t)
-        h, (r0, _) = self.differences(lam, lam_n)
-        m0, m1 = self.history.x0[0], self.history.x0_or(1, self.history.x0[0])
-        d1 = (m0 - m1) / expand_like(r0, x_t) * expand_like(order >= 2, x_t).to(x_t.dtype)
-        return a_n, s_n, s_t, h, m0, d1
+    def weights(self, a_n, s_n, s_t, h, r, order):
+        """The step as per-slot weights [B, F] (float64) of x_t, of the x0 history (newest first)
+        and of the noise (None: none): one pass per term over the batch, whatever the order.
 
-    def multistep(self, x_t, t, t_next, lam, lam_n, order, noise):
-        a_n, s_n, s_t, h, m0, d1 = self.first_difference(x_t, t, t_next, lam, lam_n, order)
-        return (s_n / s_t) * x_t - a_n * expand_like(torch.expm1(-h), x_t) * (m0 + 0.5 * d1)
+        2M: x_next = (s_n/s) x - a_n (e^-h - 1) (m0 + d1/2), d1 = (m0 - m1) / r_0 where order >= 2."""
+        half_d = torch.where(order >= 2, 0.5 / r[0], torch.zeros_like(h))  # d1/2 = half_d (m0 - m1)
+        em = torch.expm1(-h)
+        return s_n / s_t, [-a_n * em * (1 + half_d), a_n * em * half_d], None
 
 
 class DPMSolverPP3MSampler(DPMSolverPP2MSampler):
@@ -71,21 +76,22 @@ class DPMSolverPP3MSampler(DPMSolverPP2MSampler):
 
     order = 3
 
-    def multistep(self, x_t, t, t_next, lam, lam_n, order, noise):
-        second = DPMSolverPP2MSampler.multistep(self, x_t, t, t_next, lam, lam_n, order.clamp(max=2), noise)
-        _, a_n, s_n = self.coefs(t_next, x_t)
-        _, _, s_t = self.coefs(t, x_t)
-        h, (r0, r1) = self.differences(lam, lam_n)
-        m0 = self.history.x0[0]
-        m1, m2 = self.history.x0_or(1, m0), self.history.x0_or(2, m0)
-        r0, r1 = expand_like(r0, x_t), expand_like(r1, x_t)
-        d1_0, d1_1 = (m0 - m1) / r0, (m1 - m2) / r1
-        d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
-        d2 = (d1_0 - d1_1) / (r0 + r1)
+    def weights(self, a_n, s_n, s_t, h, r, order):
+        """x_next = (s_n/s) x - a_n phi1 m0 + a_n phi2 d1 - a_n phi3 d2 where order >= 3, with
+        d1 = d1_0 + r_0 / (r_0 + r_1) (d1_0 - d1_1), d2 = (d1_0 - d1_1) / (r_0 + r_1),
+        d1_0 = (m0 - m1) / r_0, d1_1 = (m1 - m2) / r_1; 2M (or first order) elsewhere."""
+        c_x, (w0, w1), _ = super().weights(a_n, s_n, s_t, h, r, order.clamp(max=2))
+        u, w = 1 / r[0], 1 / r[1]
+        q, p = r[0] / (r[0] + r[1]), 1 / (r[0] + r[1])
         em = torch.expm1(-h)
-        phi1, phi2, phi3 = (expand_like(c, x_t) for c in (em, em / h + 1, (em + h) / h**2 - 0.5))
-        third = (s_n / s_t) * x_t - a_n * phi1 * m0 + a_n * phi2 * d1 - a_n * phi3 * d2
-        return torch.where(expand_like(order >= 3, x_t).bool(), third, second)
+        phi1, phi2, phi3 = em, em / h + 1, (em + h) / h**2 - 0.5
+        # d1 and d2 as weights of m0, m1, m2
+        d1 = ((1 + q) * u, -((1 + q) * u + q * w), q * w)
+        d2 = (p * u, -p * (u + w), p * w)
+        third = [a_n * (phi2 * a - phi3 * b) for a, b in zip(d1, d2)]
+        third[0] = third[0] - a_n * phi1
+        use = order >= 3
+        return c_x, [torch.where(use, t3, t2) for t3, t2 in zip(third, (w0, w1, torch.zeros_like(w1)))], None
 
 
 class DPMSolverPP2MSDESampler(DPMSolverPP2MSampler):
@@ -96,7 +102,7 @@ class DPMSolverPP2MSDESampler(DPMSolverPP2MSampler):
 
     stochastic = True
 
-    def multistep(self, x_t, t, t_next, lam, lam_n, order, noise):
-        a_n, s_n, s_t, h, m0, d1 = self.first_difference(x_t, t, t_next, lam, lam_n, order)
-        decay, keep = expand_like(torch.exp(-h), x_t), expand_like(-torch.expm1(-2 * h), x_t)
-        return (s_n / s_t) * decay * x_t + a_n * keep * (m0 + 0.5 * d1) + s_n * keep.sqrt() * noise
+    def weights(self, a_n, s_n, s_t, h, r, order):
+        half_d = torch.where(order >= 2, 0.5 / r[0], torch.zeros_like(h))
+        keep = -torch.expm1(-2 * h)
+        return (s_n / s_t) * torch.exp(-h), [a_n * keep * (1 + half_d), -a_n * keep * half_d], s_n * keep.sqrt()

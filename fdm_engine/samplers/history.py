@@ -88,11 +88,14 @@ class FrameHistory:
         """Prepend (x0, lam) on the slots where `moved` [B, F] is True; others keep theirs."""
         if self.count is None:
             self.count = torch.zeros(moved.shape, dtype=torch.int64)
-            self.x0 = [torch.zeros_like(x0) for _ in range(self.depth)]
+            self.x0 = [x0] * self.depth  # placeholders: entries a slot does not count are never used
             self.lam = [torch.zeros_like(lam) for _ in range(self.depth)]
-        m = moved.reshape(moved.shape + (1,) * (x0.dim() - moved.dim())).to(x0.device)
         new_x0, new_lam = [x0, *self.x0[:-1]], [lam, *self.lam[:-1]]
-        self.x0 = [torch.where(m, n, o) for n, o in zip(new_x0, self.x0)]
+        if bool((~moved & (self.count > 0)).any()):  # slots held with history keep their entries
+            m = moved.reshape(moved.shape + (1,) * (x0.dim() - moved.dim())).to(x0.device)
+            self.x0 = [torch.where(m, n, o) for n, o in zip(new_x0, self.x0)]
+        else:  # e.g. every FDM job: the held slots (observed) count nothing, so no batch-sized copies
+            self.x0 = new_x0
         self.lam = [torch.where(moved, n, o) for n, o in zip(new_lam, self.lam)]
         self.count = torch.where(moved, (self.count + 1).clamp(max=self.depth), self.count)
 

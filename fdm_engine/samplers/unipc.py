@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from fdm_engine.diffusion.schedule import expand_like
-from fdm_engine.samplers.base import Sampler
+from fdm_engine.samplers.base import Sampler, combine
 from fdm_engine.samplers.history import FrameHistory, FrameState
 
 
@@ -61,41 +61,49 @@ class UniPCSampler(Sampler):
 
     def _combine(self, x, t_from, t_to, depth: torch.Tensor, extra=None):
         """The UniP (extra None) or UniC (extra = x0 at the new point) update from (x, t_from) to t_to
-        using history entries 0..depth-1 (entry 0 at t_from); one result per order 1..self.order,
-        selected per frame by `depth`."""
+        using history entries 0..depth-1 (entry 0 at t_from); per frame the order `depth` (1..order).
+
+        Each order's update is a weighted sum of x, the history's x0 entries and `extra`: the
+        weights [B, F] are chosen per frame, then the sum makes one pass per term."""
         lam, lam_to = self.half_log_snr(t_from), self.half_log_snr(t_to)
         # Frames that do not move (or end clean, which returns x0) get a dummy finite step.
         h = torch.where((t_from >= 0) & (t_to >= 0) & (t_to != t_from), lam_to - lam, torch.ones_like(lam))
         lam = torch.where(t_from >= 0, lam, torch.zeros_like(lam))
-        _, a_n, s_n = self.coefs(t_to, x)
-        _, _, s_t = self.coefs(t_from, x)
-        m0 = self.history.x0[0]
-        out = None
+        ab_n, ab_t = self.schedule.alpha_bar(t_to), self.schedule.alpha_bar(t_from)
+        a_n, s_n, s_t = ab_n.sqrt(), (1 - ab_n).clamp(min=0).sqrt(), (1 - ab_t).clamp(min=0).sqrt()
+        zero = torch.zeros_like(h)
+        # weights of x, m0, m1 .. m_{order-1}, extra; res = (s_n/s) x - a_n phi1 (m0 + sum rho_k d_k),
+        # d_k = (m_k - m0) / r_k (k < p), and for the corrector its last d = extra - m0
+        w_m = [zero] * self.order
+        w_extra = zero
         for p in range(1, self.order + 1):
-            rks, d1s = [], []
-            for k in range(1, p):
-                lam_k = self.history.lam_or(k, lam - k * h)  # fallback: distinct, finite, unused
-                rks.append((lam_k - lam) / h)
-                d1s.append((self.history.x0_or(k, m0) - m0) / expand_like(rks[-1], x))
+            rks = [(self.history.lam_or(k, lam - k * h) - lam) / h for k in range(1, p)]  # fallback: distinct, finite, unused
             R, b, phi1 = _coefficients(h, rks + [torch.ones_like(h)])
-            phi1 = expand_like(phi1, x)
-            res = (s_n / s_t) * x - a_n * phi1 * m0
             if extra is None:  # predictor: rho solves the first p-1 order conditions
                 if p == 1:
-                    rho = None
+                    rho = torch.zeros(h.shape + (0,), dtype=h.dtype)
                 elif p == 2:
                     rho = torch.full(h.shape + (1,), 0.5, dtype=h.dtype)  # the paper's choice for UniP-2
                 else:
                     rho = torch.linalg.solve(R[..., :-1, :-1], b[..., :-1])
-                terms = d1s
             else:  # corrector: all p conditions, the new x0 as the last difference
                 rho = torch.full(h.shape + (1,), 0.5, dtype=h.dtype) if p == 1 else torch.linalg.solve(R, b)
-                terms = d1s + [extra - m0]
-            if rho is not None:
-                corr = sum(expand_like(rho[..., k], x) * d for k, d in enumerate(terms))
-                res = res - a_n * phi1 * corr
-            out = res if out is None else torch.where(expand_like(depth == p, x).bool(), res, out)
-        return out
+            scale = -a_n * phi1
+            m = [scale * (1 - sum((rho[..., k - 1] / rks[k - 1] for k in range(1, p)), zero))]
+            m += [scale * rho[..., k - 1] / rks[k - 1] for k in range(1, p)]
+            e = zero
+            if extra is not None:
+                m[0] = m[0] - scale * rho[..., p - 1]
+                e = scale * rho[..., p - 1]
+            m += [zero] * (self.order - p)
+            use = depth == p if p > 1 else torch.ones_like(depth, dtype=torch.bool)  # (p = 1 also for depth 0)
+            w_m = [torch.where(use, new, old) for new, old in zip(m, w_m)]
+            w_extra = torch.where(use, e, w_extra)
+        m0 = self.history.x0[0]
+        terms = [m0] + [self.history.x0_or(k, m0) for k in range(1, self.order)]
+        if extra is not None:
+            terms, w_m = terms + [extra], w_m + [w_extra]
+        return combine(x, s_n / s_t, terms, w_m)
 
     def update(self, x0, x_t, t, t_next, noise):
         moved = (t_next != t) & (t >= 0)
