@@ -281,6 +281,12 @@ def claim(out: Path, cfg: SampleConfig, resume: bool, rank: int, video_ids: list
             diff = _changed(finished, cfg)
             if diff:
                 raise FdmError(f"--resume: {out} holds a finished run with different settings ({', '.join(diff)})")
+            # a kill between the ranks' last steps: this rank stopping while another resumes would leave
+            # that one waiting for it (Shard.combine) forever; an error ends them all
+            unfinished = sorted(p.name for p in out.glob("state_rank*.pt"))
+            if unfinished:
+                raise FdmError(f"--resume: {out} holds a run finished on rank {rank} but not on every rank "
+                               f"({', '.join(unfinished)}), which cannot be resumed; choose another --out")
             return None
     theirs = [p.name for p in (out / "plan.json",) if p.exists()]
     theirs += [p.name for v in video_ids for p in out.glob(video_stem(out, v).name + ".*")]

@@ -201,6 +201,9 @@ def test_resume_with_no_run_is_refused_and_resume_of_a_finished_run_leaves_it(tm
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "finished run with different settings (steps)" in err
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in done.iterdir()} == before, "the finished run is left"
+    (done / "state_rank1.pt").write_text("{}")  # another rank's part unfinished: no rank may stop alone
+    code, _, err = sample(done, "--resume")
+    assert code == 2 and "finished on rank 0 but not on every rank (state_rank1.pt)" in err, err
 
 
 def test_a_second_process_on_the_same_folder_is_refused(tmp_path, capsys):
