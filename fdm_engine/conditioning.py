@@ -124,9 +124,12 @@ def _from_dataset(spec: str, shape: tuple, n_obs: int, length: int | None, num_v
                   data_dir) -> Conditioning:
     """spec NAME[:split[:index]]: video index + v of the split for video v, cropped and resized to
     the model's frames as training sees them."""
-    from fdm_engine.datasets import open_dataset, parse_dataset_ref
+    from fdm_engine.datasets import DATASETS, open_dataset, parse_dataset_ref
 
     ref = parse_dataset_ref(spec)
+    if ref.name not in DATASETS:  # most likely a mistyped file (`clip.mp4`, `frames/`): say that first
+        raise FdmError(f"--obs {spec}: no such video file ({', '.join(sorted(VIDEO_SUFFIXES))}), nor a dataset "
+                       f"NAME[:split[:index]] (datasets: {', '.join(DATASETS.names())})")
     data = open_dataset(ref.name, data_dir, split=ref.split, image_size=shape[1], channels=shape[0])
     if ref.index + num_videos > len(data):
         raise FdmError(f"--obs {spec}: split {ref.split!r} has {len(data)} videos, --num-videos "

@@ -117,6 +117,8 @@ CASES = [
     ("sample-out-below-file", [*SAMPLE, "--out", "{afile}/run"], "is a file"),
     ("sample-out-proc", [*SAMPLE, "--out", "/proc/fdm-test"], "/proc"),
     ("sample-out-is-file", [*SAMPLE, "--out", "{afile}"], "not a folder"),
+    ("sample-obs-mistyped-folder", ["sample", "{ckpt}", "--length", "12", "--n-obs", "2", "--obs", "frames/",
+                                    "--quiet", "--out", "{root}/o"], "no such video file"),
     ("sample-no-such-checkpoint", ["sample", "{root}/nope.safetensors", "--out", "{root}/o"], "nope.safetensors"),
     ("sample-oracle-too-big", ["sample", "oracle:ou:size=1000000", "--length", "12", "--n-obs", "2",
                                "--quiet", "--out", "{root}/o"], "size=1000000"),
