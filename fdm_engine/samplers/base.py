@@ -39,6 +39,9 @@ class Sampler:
     # t_next < 0 in the update): then a step that ends every frame clean skips the update, which
     # is all of a one-step job's sampler arithmetic and the last step of every other.
     clean_step_is_x0 = False
+    # Whether `update` itself returns `sample` unchanged where t < 0 (its weights there are 1 for x_t
+    # and 0 for the rest): then `step` makes no pass over the batch to restore those slots.
+    update_keeps_clean = False
 
     def __init__(self, schedule: NoiseSchedule, config: SamplerConfig | None = None):
         self.schedule = schedule
@@ -94,7 +97,8 @@ class Sampler:
                     return x0
                 return torch.where(keep, sample, x0, out=x0)
             return torch.where(keep, sample, x0)
-        return torch.where(keep, sample, self.update(x0, sample, t, t_next, noise))
+        out = self.update(x0, sample, t, t_next, noise)
+        return out if self.update_keeps_clean else torch.where(keep, sample, out)
 
     def denoised(self, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
         """The x0 prediction the update uses: the model's output converted to x0, clamped to

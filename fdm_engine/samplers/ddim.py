@@ -9,6 +9,7 @@ from fdm_engine.samplers.base import Sampler, combine
 
 class DDIMSampler(Sampler):
     clean_step_is_x0 = True  # update: at t_next < 0, c = 0 and a_n = 1, so the weights are (0, 1, 0)
+    update_keeps_clean = True
 
     @property
     def stochastic(self) -> bool:

@@ -17,6 +17,7 @@ class DDPMSampler(Sampler):
     stochastic = True
     variance = "large"
     clean_step_is_x0 = True  # update: at t_next < 0, beta = 1 - ab_t, so the weights are (0, 1, 0)
+    update_keeps_clean = True
 
     def update(self, x0, x_t, t, t_next, noise):
         # Coefficients in float64, cast last: near t = 0 alpha-bar is within 1e-5 of 1 (a log-SNR

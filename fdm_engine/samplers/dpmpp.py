@@ -22,7 +22,8 @@ class DPMSolverPP2MSampler(Sampler):
     """DPM-Solver++(2M), Alg. 2: x_next = (s_next/s) x - a_next (e^-h - 1) (x0 + (x0 - x0_prev) / (2 r))."""
 
     order = 2
-    clean_step_is_x0 = True  # update: where(clean, x0, ...)
+    clean_step_is_x0 = True  # update: weights (0, 1, 0) of (x_t, x0, the rest) where t_next < 0
+    update_keeps_clean = True
 
     def reset(self) -> None:
         self.history = FrameHistory(self.order)

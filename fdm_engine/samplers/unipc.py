@@ -39,6 +39,7 @@ class UniPCSampler(Sampler):
 
     order = 3
     clean_step_is_x0 = True  # update: where(t_next < 0, x0, ...)
+    update_keeps_clean = True
 
     def reset(self) -> None:
         self.history = FrameHistory(self.order)
