@@ -138,7 +138,8 @@ def main(argv=None) -> None:
              f"{os.environ.get('OMP_NUM_THREADS', 'unset')}. Each section is one benchmark's "
              "`--quick --json` run; see the benchmark's docstring for what it measures. The load "
              "average before and after each one says how shared the machine was: on a loaded machine "
-             "absolute times grow, so trust ratios (overhead, bf16 / fp32) over seconds.", ""]
+             "absolute times grow, so trust ratios (overhead, bf16 / fp32) over seconds. What the "
+             "sampling figures mean, and where a run's time goes: docs/sampling.md, 'What a run costs'.", ""]
     for name in BENCHES:
         if name in names:
             print(f"bench_{name} ...", flush=True)
