@@ -60,12 +60,13 @@ class UniPCSampler(Sampler):
             m = state.meta
             self._last = (state.values["x_last"], m["t_last"], m["order_last"].to(torch.int64), m["pending"].bool())
 
-    def _combine(self, x, t_from, t_to, depth: torch.Tensor, extra=None):
+    def _combine(self, x, t_from, t_to, depth: torch.Tensor, extra=None, held=None, clean=None):
         """The UniP (extra None) or UniC (extra = x0 at the new point) update from (x, t_from) to t_to
         using history entries 0..depth-1 (entry 0 at t_from); per frame the order `depth` (1..order).
 
         Each order's update is a weighted sum of x, the history's x0 entries and `extra`: the
-        weights [B, F] are chosen per frame, then the sum makes one pass per term."""
+        weights [B, F] are chosen per frame, then the sum makes one pass per term. Slots `held`
+        [B, F] keep x, slots `clean` take history entry 0 (the x0 estimate of a frame that ends)."""
         lam, lam_to = self.half_log_snr(t_from), self.half_log_snr(t_to)
         # Frames that do not move (or end clean, which returns x0) get a dummy finite step.
         h = torch.where((t_from >= 0) & (t_to >= 0) & (t_to != t_from), lam_to - lam, torch.ones_like(lam))
@@ -100,11 +101,16 @@ class UniPCSampler(Sampler):
             use = depth == p if p > 1 else torch.ones_like(depth, dtype=torch.bool)  # (p = 1 also for depth 0)
             w_m = [torch.where(use, new, old) for new, old in zip(m, w_m)]
             w_extra = torch.where(use, e, w_extra)
+        w_x = s_n / s_t
+        if held is not None:
+            go = ~held & ~clean
+            w_x = torch.where(go, w_x, held.to(w_x.dtype))
+            w_m = [torch.where(go, w, clean.to(w.dtype) if k == 0 else zero) for k, w in enumerate(w_m)]
         m0 = self.history.x0[0]
         terms = [m0] + [self.history.x0_or(k, m0) for k in range(1, self.order)]
         if extra is not None:
             terms, w_m = terms + [extra], w_m + [w_extra]
-        return combine(x, s_n / s_t, terms, w_m)
+        return combine(x, w_x, terms, w_m)
 
     def update(self, x0, x_t, t, t_next, noise):
         moved = (t_next != t) & (t >= 0)
@@ -116,7 +122,8 @@ class UniPCSampler(Sampler):
                 x_t = torch.where(expand_like(fix, x_t).bool(), corrected, x_t)
         self.history.push(x0, self.half_log_snr(t), moved)
         order = self.history.available(t.shape).clamp(max=self.order)
-        out = torch.where(expand_like(t_next < 0, x_t).bool(), x0, self._combine(x_t, t, t_next, order))
+        # moving frames that end clean take x0 (just pushed: entry 0), the others keep x_t
+        out = self._combine(x_t, t, t_next, order, held=~moved, clean=moved & (t_next < 0))
         last = (x_t, t.clone(), order, moved & (t_next >= 0))
         # A frame that holds still in a call (an input only) keeps its correction pending until it
         # next moves, with that call's x0, as the frame's own history uses only its moving calls:
@@ -127,7 +134,7 @@ class UniPCSampler(Sampler):
             last = (torch.where(w, x_prev, x_t), torch.where(wait, t_prev, last[1]),
                     torch.where(wait, order_prev, order), wait | last[3])
         self._last = last
-        return torch.where(expand_like(moved, x_t).bool(), out, x_t)
+        return out
 
 
 class UniPC2Sampler(UniPCSampler):
