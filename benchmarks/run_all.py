@@ -130,6 +130,9 @@ def main(argv=None) -> None:
     ap.add_argument("--render-only", action="store_true", help="rerun nothing: RESULTS.md from the saved runs")
     args = ap.parse_args(argv)
     names = [] if args.render_only else [n.strip() for n in args.only.split(",")] if args.only else list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:  # before anything is run or written: a typo must not rewrite RESULTS.md
+        ap.error(f"--only: unknown benchmark(s) {', '.join(map(repr, unknown))} (known: {', '.join(BENCHES)})")
     folder = HERE / "results"
     folder.mkdir(exist_ok=True)
     lines = ["# Benchmark results", "",
