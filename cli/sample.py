@@ -88,7 +88,9 @@ def _formats(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sample(model, out, resume, quiet, **options):
     """Sample long videos from MODEL: a checkpoint (.safetensors or .pt) or an analytic oracle
-    spec such as `oracle:periodic:lengthscale=4,period=24,weight=0.8`.
+    spec such as `oracle:periodic:lengthscale=4,period=24,weight=0.8` (covariance ou, se or
+    periodic; keys lengthscale, period, weight, scale, size, channels; its frames are 8 x 8 with 1
+    channel unless size= and channels= say otherwise).
 
     \b
     Writes OUT/video_NNNN.{mp4,npz,png,gif} per video as soon as it is done, and OUT/plan.json
