@@ -352,6 +352,21 @@ _READERS: dict[str, Callable[[Path, int | None], np.ndarray]] = {
 }
 
 
+def read_npz_frames(path) -> np.ndarray:
+    """The `frames` array of a sample's .npz (what `fdm sample` writes), checked uint8 [T, H, W, C]."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            frames = z["frames"]
+    except Exception as e:
+        raise FdmError(f"{path}: cannot read samples ({_one_line(e)})") from e
+    if frames.dtype != np.uint8 or frames.ndim != 4:
+        raise FdmError(f"{path}: `frames` must be uint8 [T, H, W, C] (got {frames.dtype} {list(frames.shape)})")
+    return frames
+
+
 def _one_line(e: BaseException) -> str:
+    if "pickle" in str(e).lower():  # numpy's own advice is to load it unsafely
+        return "it holds pickled Python objects, which fdm never loads; save the frames as a uint8 array"
     text = str(e).strip().splitlines()
     return (text[-1] if text else type(e).__name__)[:200]

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from fdm_engine.errors import FdmError
-from fdm_engine.video_io import from_uint8, read_video, to_uint8, write_strip, write_video
+from fdm_engine.video_io import from_uint8, read_npz_frames, read_video, to_uint8, write_strip, write_video
 
 
 def smooth_video(t=8, h=32, w=32, c=3):
@@ -132,3 +132,15 @@ def test_probe_reads_headers(tmp_path):
     np.save(tmp_path / "f.npy", v.astype(np.float32))
     with pytest.raises(FdmError, match="f.npy.*uint8"):
         probe_video(tmp_path / "f.npy")
+
+
+def test_pickled_arrays_are_refused_without_numpys_advice_to_load_them_unsafely(tmp_path):
+    objects = np.array([object(), object()], dtype=object)
+    np.savez(tmp_path / "video_0000.npz", frames=objects)
+    np.save(tmp_path / "clip.npy", objects)
+    for read, path in ((read_npz_frames, tmp_path / "video_0000.npz"), (read_video, tmp_path / "clip.npy")):
+        with pytest.raises(FdmError, match="pickled Python objects, which fdm never loads") as e:
+            read(path)
+        assert "allow_pickle" not in str(e.value) and str(path) in str(e.value)
+    np.savez(tmp_path / "video_0001.npz", frames=np.zeros((2, 4, 4, 3), dtype=np.uint8))
+    assert read_npz_frames(tmp_path / "video_0001.npz").shape == (2, 4, 4, 3)

@@ -45,16 +45,9 @@ def read_samples(samples_dir: Path) -> tuple[list[int], np.ndarray]:
 
 
 def _read_one(path: Path, read_video) -> np.ndarray:
-    if path.suffix != ".npz":
-        return read_video(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            frames = z["frames"]
-    except Exception as e:
-        raise FdmError(f"{path}: cannot read samples ({e})") from e
-    if frames.dtype != np.uint8 or frames.ndim != 4:
-        raise FdmError(f"{path}: `frames` must be uint8 [T, H, W, C] (got {frames.dtype} {list(frames.shape)})")
-    return frames
+    from fdm_engine.video_io import read_npz_frames
+
+    return read_npz_frames(path) if path.suffix == ".npz" else read_video(path)
 
 
 NO_DATA = ("unconditional", "oracle prior")

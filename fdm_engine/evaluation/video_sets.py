@@ -78,7 +78,9 @@ def _samples_set(spec: str, folder: Path) -> VideoSet | None:
     shapes = [_npz_shape(p) if p.suffix == ".npz" else _probe_shape(p) for p in paths]
 
     def read(i: int, n: int) -> np.ndarray:
-        return _read_npz(paths[i]) if paths[i].suffix == ".npz" else _read_file(paths[i], n)
+        from fdm_engine.video_io import read_npz_frames
+
+        return read_npz_frames(paths[i]) if paths[i].suffix == ".npz" else _read_file(paths[i], n)
 
     return VideoSet(spec, [s[0] for s in shapes], shapes[0][1:], read)
 
@@ -127,14 +129,6 @@ def _npz_shape(path: Path) -> tuple[int, ...]:
     if dtype != np.uint8 or len(shape) != 4:
         raise FdmError(f"{path}: `frames` must be uint8 [T, H, W, C] (got {dtype} {list(shape)})")
     return shape
-
-
-def _read_npz(path: Path) -> np.ndarray:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return z["frames"]
-    except Exception as e:
-        raise FdmError(f"{path}: cannot read samples ({e})") from e
 
 
 def _probe_shape(path: Path) -> tuple[int, ...]:
