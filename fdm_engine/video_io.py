@@ -366,7 +366,7 @@ def read_npz_frames(path) -> np.ndarray:
 
 
 def _one_line(e: BaseException) -> str:
-    if "pickle" in str(e).lower():  # numpy's own advice is to load it unsafely
+    if "pickle" in str(e).lower() or "python objects" in str(e).lower():  # numpy's advice: load it unsafely
         return "it holds pickled Python objects, which fdm never loads; save the frames as a uint8 array"
     text = str(e).strip().splitlines()
     return (text[-1] if text else type(e).__name__)[:200]
