@@ -83,14 +83,20 @@ def optimise_steps(oracle, name: str, steps: int, observed: Sequence[int] = DEFA
             on_evaluation(len(history), best["kl"])
         return math.log(max(kl, 1e-30))
 
+    from fdm_engine.samplers import make_sampler
+
+    # The baseline reported is `--spacing logsnr` itself (integer timesteps), the same as the
+    # transfer rows'; the search starts from its fractional twin (u0).
+    logsnr_kl = score_sampler(oracle, make_sampler(name, schedule, steps, "logsnr", eta), observed, latent).kl
     u0 = logsnr_weights(m)
     kl_of(u0)
-    start_kl = history[0]
     if m > 1:
         minimize(kl_of, u0, method="Powell",
                  options={"maxfev": max_evaluations, "xtol": 1e-3, "ftol": 1e-4})
-    ts = timesteps_from_weights(schedule, best["u"])
-    return OptimisedSchedule(name, steps, [float(t) for t in ts], best["kl"], start_kl, history, len(history))
+    ts, kl = timesteps_from_weights(schedule, best["u"]), best["kl"]
+    if logsnr_kl < kl:  # the search never beat the integer logsnr steps: keep those
+        ts, kl = make_sampler(name, schedule, steps, "logsnr", eta).timesteps.to(torch.float64), logsnr_kl
+    return OptimisedSchedule(name, steps, [float(t) for t in ts], kl, logsnr_kl, history, len(history))
 
 
 # Settings a schedule optimised on one job is checked on: other kernels, lengthscales, observed sets.
