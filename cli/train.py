@@ -46,7 +46,7 @@ HELP = {
     "log_every": "Write a metrics record every N steps.",
     "sample_every": "Sample videos with the EMA weights every N steps (0 = never).",
     "sample_scheme": "Sampling scheme of periodic samples (fdm schemes list).",
-    "sample_n_obs": "Given frames of periodic samples. [default: min(36, length // 4)]",
+    "sample_n_obs": "Given frames of periodic samples. [default: the preset's, else min(36, length // 4)]",
     "sample_length": "Frames per periodic sample. [default: the test videos' length]",
     "sample_sampler": "Noise sampler of periodic samples: ddpm, ddim, dpm++2m, ...",
     "sample_steps": "Denoising steps per job of periodic samples.",

@@ -125,7 +125,7 @@ def test_equal_nfe_steps():
     assert tie["hierarchy-2-parallel"] == {"jobs": 16, "steps": 3, "nfe": 48}
 
 
-@pytest.mark.parametrize("extra,needle", [(["--quick"], "no I3D weights at"),
+@pytest.mark.parametrize("extra,needle", [(["--quick"], "no I3D weights at"), (["--quick"], "or pass --no-fvd"),
                                           (["--length", "12", "--drift-frames", "4"], "FVD needs 16")])
 def test_eval_demo_checks_its_fvd_inputs_before_sampling(tmp_path, capsys, extra, needle):
     """Missing I3D weights or videos too short for FVD fail at once, not after all the sampling."""

@@ -142,7 +142,11 @@ def run_demo_eval(cfg: DemoEvalConfig, out, progress: bool = True) -> dict:
     if cfg.fvd:  # its inputs before the sampling (hours): missing weights or too short videos fail now
         from fdm_engine.evaluation.i3d import load_i3d
 
-        starts, i3d = _window_starts(cfg.length, cfg.n_obs, cfg.fvd_windows), load_i3d(cfg.i3d)
+        starts = _window_starts(cfg.length, cfg.n_obs, cfg.fvd_windows)
+        try:
+            i3d = load_i3d(cfg.i3d)
+        except FdmError as e:
+            raise FdmError(f"{e}; or pass --no-fvd to evaluate without FVD") from None
     data_dir = cfg.data_dir or recorded_data_dir(extra)
     k = loaded.model.max_frames
     budget = equal_nfe_steps(list(cfg.schemes), cfg.length, cfg.n_obs, k, cfg.steps)
