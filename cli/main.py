@@ -52,6 +52,10 @@ def cli():
     """
 
 
+# click >= 8.2 raises this for a group given no command (8.1 prints the help itself, as we do)
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main(argv=None):
     """Console entry point: user mistakes (FdmError) print one line and exit 2."""
     retain_freed_memory()  # one sampling/training process: reuse freed activations (fdm_engine.cpu_memory)
@@ -60,6 +64,11 @@ def main(argv=None):
     except FdmError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
+    except _NO_ARGS_IS_HELP as e:
+        # `fdm` or `fdm schemes` alone asks what there is: the help as --help prints it (stdout, exit 0),
+        # not a usage error
+        click.echo(e.ctx.get_help(), color=e.ctx.color)
+        sys.exit(0)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
