@@ -63,8 +63,7 @@ def load_conditioning(loaded, *, n_obs: int, length: int | None, num_videos: int
     if not spec:
         raise FdmError(f"--n-obs {n_obs} needs conditioning frames: pass --obs VIDEO_OR_DATASET "
                        f"({loaded.path} records no dataset)")
-    data_dir = data_dir if obs else _checkpoint_data_dir(data_dir, loaded)
-    return _from_dataset(spec, shape, n_obs, length, num_videos, data_dir)
+    return _from_dataset(spec, shape, n_obs, length, num_videos, data_dir, loaded.extra)
 
 
 def recorded_data_dir(extra: dict) -> str | None:
@@ -72,20 +71,48 @@ def recorded_data_dir(extra: dict) -> str | None:
     return extra.get("data_dir") or (extra.get("train_config") or {}).get("data_dir")
 
 
-def _checkpoint_data_dir(data_dir, loaded):
-    """--data-dir, else the usual lookup ($FDM_DATA_DIR/NAME, datasets/NAME), else the folder the
-    checkpoint was trained from, when it still exists here."""
-    from fdm_engine.datasets import resolve_data_dir
+def open_conditioning_data(name: str, split: str, data_dir, extra: dict, *, image_size: int,
+                           channels: int, length: int | None = None):
+    """One split of dataset `name`, found the same way whether the run names it (--obs NAME) or
+    takes its checkpoint's own: `data_dir` (--data-dir) when given; else the usual lookup
+    ($FDM_DATA_DIR/NAME, datasets/NAME); else the folder the checkpoint (`extra`) was trained from,
+    when it still exists here; else, for a procedural dataset, its videos generated on the fly
+    (`GeneratedSplit`: exactly the videos `fdm data make` writes with the checkpoint's recorded
+    generator settings, else with the generator's defaults at image_size, seed 0 and `length`)."""
+    from fdm_engine.datasets import open_dataset, resolve_data_dir
 
-    if data_dir is not None:
-        return data_dir
-    try:
-        return resolve_data_dir(loaded.extra["dataset"])
-    except FdmError:
-        recorded = recorded_data_dir(loaded.extra)
-        if recorded and Path(recorded).is_dir():
-            return recorded
-        raise
+    if data_dir is None:
+        try:
+            data_dir = resolve_data_dir(name)
+        except FdmError:
+            recorded = recorded_data_dir(extra) if extra.get("dataset") == name else None
+            if recorded and Path(recorded).is_dir():
+                data_dir = recorded
+            else:
+                generated = _generated_split(name, split, extra, image_size, channels, length)
+                if generated is None:
+                    raise
+                return generated
+    return open_dataset(name, data_dir, split=split, image_size=image_size, channels=channels)
+
+
+def _generated_split(name, split, extra, image_size, channels, length):
+    from fdm_engine.datasets import GENERATORS
+    from fdm_engine.datasets.procedural.generated import GeneratedSplit
+
+    if name not in GENERATORS:
+        return None
+    made = extra.get("data") or {}  # the manifest of the checkpoint's training data (`fdm demo export`)
+    if made.get("name") == name:
+        return GeneratedSplit(name, split, length=int(made["length"]), size=int(made["size"]),
+                              seed=int(made.get("seed", 0)), params=made.get("config"),
+                              num_videos=(made.get("splits") or {}).get(split), image_size=image_size,
+                              channels=channels)
+    if length is None:
+        raise FdmError(f"dataset {name!r}: no folder here, and its videos are generated on the fly "
+                       f"without recorded settings: pass --length (or --data-dir DIR)")
+    return GeneratedSplit(name, split, length=length, size=image_size, image_size=image_size,
+                          channels=channels)
 
 
 def _need_length(length: int | None, video_length: int | None, n_obs: int, what: str) -> int:
@@ -121,16 +148,17 @@ def _from_file(path: Path, shape: tuple, n_obs: int, length: int | None) -> Cond
 
 
 def _from_dataset(spec: str, shape: tuple, n_obs: int, length: int | None, num_videos: int,
-                  data_dir) -> Conditioning:
+                  data_dir, extra: dict) -> Conditioning:
     """spec NAME[:split[:index]]: video index + v of the split for video v, cropped and resized to
     the model's frames as training sees them."""
-    from fdm_engine.datasets import DATASETS, open_dataset, parse_dataset_ref
+    from fdm_engine.datasets import DATASETS, parse_dataset_ref
 
     ref = parse_dataset_ref(spec)
     if ref.name not in DATASETS:  # most likely a mistyped file (`clip.mp4`, `frames/`): say that first
         raise FdmError(f"--obs {spec}: no such video file ({', '.join(sorted(VIDEO_SUFFIXES))}), nor a dataset "
                        f"NAME[:split[:index]] (datasets: {', '.join(DATASETS.names())})")
-    data = open_dataset(ref.name, data_dir, split=ref.split, image_size=shape[1], channels=shape[0])
+    data = open_conditioning_data(ref.name, ref.split, data_dir, extra, image_size=shape[1],
+                                  channels=shape[0], length=length)
     if ref.index + num_videos > len(data):
         raise FdmError(f"--obs {spec}: split {ref.split!r} has {len(data)} videos, --num-videos "
                        f"{num_videos} from index {ref.index} needs {ref.index + num_videos}")

@@ -182,6 +182,64 @@ def test_checkpoint_recorded_data_dir_is_the_last_resort(fdm, tmp_path):
     assert np.load(tmp_path / "samples" / "video_0000.npz")["frames"].shape == (20, 16, 16, 3)
 
 
+def test_a_procedural_dataset_without_a_folder_is_generated_the_same_either_way(fdm, tmp_path):
+    """A checkpoint whose training folder is gone: its dataset's test split is generated again,
+    the same videos `fdm data make` wrote, whether the run names it (--obs) or not, and `fdm eval
+    video` finds the same truth."""
+    import json
+
+    from fdm_engine.checkpoint import save_checkpoint
+    from fdm_engine.datasets import open_dataset
+    from fdm_engine.diffusion import DiffusionConfig
+    from fdm_engine.models.fdm_unet import FDMUNet, FDMUNetConfig
+
+    made = tmp_path / "gone" / "balls"
+    fdm("data", "make", "bouncing-balls", "--out", str(made), "--num-videos", "2", "--num-test", "2",
+        "--length", "20", "--size", "16", "--seed", "3", "-q")
+    manifest = json.loads((made / "dataset.json").read_text())
+    truth = open_dataset("bouncing-balls", made, split="test")
+    truth = [truth.read(i) for i in range(2)]
+    model = FDMUNet(FDMUNetConfig(image_size=16, channels=3, base_channels=16, channel_mult=(1, 2),
+                                  attention_resolutions=(8,), num_heads=2, max_frames=10))
+    save_checkpoint(tmp_path / "ckpt.safetensors", model, DiffusionConfig(),
+                    extra={"dataset": "bouncing-balls", "data": manifest, "data_dir": str(tmp_path / "moved")})
+    run = tmp_path / "run"
+    for out, obs in (("implicit", ()), ("explicit", ("--obs", "bouncing-balls:test:1"))):
+        fdm("sample", "ckpt.safetensors", *obs, "--scheme", "autoreg", "--n-obs", "8", "--steps", "1",
+            "--num-videos", "1", "--quiet", "--format", "npz", "--out", str(run / out), cwd=tmp_path)
+        given = np.load(run / out / "video_0000.npz")["frames"]
+        assert given.shape == (20, 16, 16, 3)  # --length from the recorded videos' length
+        assert np.array_equal(given[:8], truth[1 if obs else 0][:8])
+        report = json.loads(fdm("eval", "video", str(run / out), "--json", cwd=tmp_path).stdout)
+        assert min(report["psnr"]["per_frame"][:8]) >= 99  # the given frames are the truth's (capped at 100 dB)
+    r = fdm("sample", "ckpt.safetensors", "--obs", "bouncing-balls:test:2", "--n-obs", "8", "--steps", "1",
+            "--out", str(run / "past"), check=False, cwd=tmp_path)
+    assert r.returncode == 2 and "has 2 videos" in r.stderr  # the recorded split, not an endless one
+
+
+def test_generated_split_is_what_data_make_writes(tmp_path):
+    from fdm_engine.datasets import make_dataset, open_dataset
+    from fdm_engine.datasets.procedural.generated import GeneratedSplit
+
+    params = {"num_digits": 2}
+    make_dataset("moving-digits", tmp_path / "d", num_videos=2, num_test=1, length=9, size=16, seed=5,
+                 params=params)
+    for split, n in (("train", 2), ("test", 1)):
+        folder = open_dataset("moving-digits", tmp_path / "d", split=split, image_size=8)
+        gen = GeneratedSplit("moving-digits", split, length=9, size=16, seed=5, params=params, num_videos=n,
+                             image_size=8)
+        assert len(gen) == n and gen.video_length == 9 and gen.channels == folder.channels == 1
+        for i in range(n):
+            assert np.array_equal(gen.read(i), folder.read(i))
+            assert torch_equal(gen.clip(i, 4, start=2), folder.clip(i, 4, start=2))
+            assert gen.state(i).keys() == folder.state(i).keys()
+            assert all(np.array_equal(gen.state(i)[k], folder.state(i)[k]) for k in gen.state(i))
+
+
+def torch_equal(a, b) -> bool:
+    return a.shape == b.shape and bool((a == b).all())
+
+
 def test_a_trained_checkpoint_finds_its_training_data_dir(fdm, tmp_path):
     """Checkpoints written by `fdm train` record the folder in their training config."""
     from fdm_engine.checkpoint import save_checkpoint

@@ -5,6 +5,8 @@ SAMPLES_DIR/plan.json holds the run's config (n_obs, obs, data_dir). Ground trut
 - `data`: a video file (the same truth for every sample, as `fdm sample --obs FILE` conditions), or
   a dataset reference NAME[:split[:index]] (sample i <-> dataset video index + i) with `data_dir`;
 - else the run's own `obs` / `data_dir` from plan.json.
+A dataset without `data_dir` is looked up as the run's conditioning looked it up
+(`conditioning.open_conditioning_data`: a procedural one with no folder is generated again).
 Truth frames come through the dataset's `clip` at the samples' size and channels, then to uint8,
 exactly as the conditioning frames did. Revisit consistency needs a pose in the dataset's saved
 state (`pose`, e.g. revisit-world; else `coords`); without one it is reported as null.
@@ -87,10 +89,12 @@ def load_truth(ids: list[int], shape: tuple, data: str | None, data_dir: str | N
     if Path(spec).suffix.lower() in VIDEO_SUFFIXES:
         frames = _resize(read_video(spec), H, C)
         return spec, np.stack([frames[:T]] * len(ids)), [None] * len(ids)
-    from fdm_engine.datasets import open_dataset, parse_dataset_ref
+    from fdm_engine.conditioning import open_conditioning_data
+    from fdm_engine.datasets import parse_dataset_ref
 
-    ref = parse_dataset_ref(spec)
-    ds = open_dataset(ref.name, data_dir, split=ref.split, image_size=H, channels=C)
+    ref = parse_dataset_ref(spec)  # found (or generated) as the run's conditioning found it
+    ds = open_conditioning_data(ref.name, ref.split, data_dir, _checkpoint_extra(run.get("model")),
+                                image_size=H, channels=C, length=T)
     if ref.index + max(ids) >= len(ds):
         raise FdmError(f"--data {spec}: split has {len(ds)} videos, sample {max(ids)} needs video "
                        f"{ref.index + max(ids)}")
@@ -104,6 +108,18 @@ def load_truth(ids: list[int], shape: tuple, data: str | None, data_dir: str | N
         poses.append(next((state[k][:n] for k in POSE_KEYS if k in state), None))
     n = min(len(t) for t in truth)
     return spec, np.stack([t[:n] for t in truth]), [None if p is None else p[:n] for p in poses]
+
+
+def _checkpoint_extra(model) -> dict:
+    """The metadata of the run's checkpoint ({} for the oracle, or when the file is gone)."""
+    from fdm_engine.checkpoint import load_checkpoint
+
+    if not model or not Path(model).is_file():
+        return {}
+    try:
+        return load_checkpoint(model).extra
+    except FdmError:
+        return {}
 
 
 def _resize(frames: np.ndarray, size: int, channels: int) -> np.ndarray:
