@@ -364,12 +364,11 @@ def _writer(path: Path) -> Callable[[_Raw, Path], None]:
 
 
 def _read(path: Path) -> _Raw:
-    reader = _READERS[_suffix(path)]
-    if not path.exists():
+    if not path.exists():  # before its suffix: a mistyped path is what the user needs to hear of
         raise FdmError(f"{path}: no such file")
     if not path.is_file():
         raise FdmError(f"{path}: not a file")
-    return reader(path)
+    return _READERS[_suffix(path)](path)
 
 
 def _write_atomic(path: Path, raw: _Raw) -> None:
