@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,8 +76,14 @@ def make(name, out, num_videos, num_test, length, size, seed, layout, fps, param
     """
     from fdm_engine.datasets import make_dataset
 
-    made = make_dataset(name, out, num_videos, length, size, seed=seed, format=layout, num_test=num_test,
-                        params=_parse_params(params), fps=fps, progress=not quiet)
+    try:
+        with _sigterm_interrupts():  # `timeout`, `kill`: cleaned up as Ctrl-C is
+            made = make_dataset(name, out, num_videos, length, size, seed=seed, format=layout,
+                                num_test=num_test, params=_parse_params(params), fps=fps, progress=not quiet)
+    except KeyboardInterrupt:
+        click.echo(f"{'' if quiet else chr(10)}interrupted: {out} not written (the videos made so far were removed); "
+                   "run the command again to make it", err=True)
+        raise
     manifest = json.loads((made / "dataset.json").read_text())
     splits = manifest["splits"]
     click.echo(f"wrote {made}: {splits['train']} train + {splits['test']} test videos of {name}, "
@@ -128,8 +135,13 @@ def info(directory, name, splits, skip_bad, headers_only, as_json, quiet):
 
 def _describe(summary: dict, headers_only: bool) -> str:
     rows = list(summary["splits"].values())
-    lines = [f"{summary['root']}: {summary['dataset']} ({rows[0]['format']} layout)"]
     m = summary["manifest"]
+    layout = rows[0]["format"]
+    if m and m.get("format", layout) != layout:  # `data make --format mp4` writes a video folder
+        layout = f"{m['format']} layout, read as a video {layout}"
+    else:
+        layout = f"{layout} layout"
+    lines = [f"{summary['root']}: {summary['dataset']} ({layout})"]
     if m:
         lines.append(f"  made by fdm data make: seed {m.get('seed')}, config {json.dumps(m.get('config', {}))}")
     for split, r in summary["splits"].items():
@@ -157,6 +169,19 @@ def _parse_params(params: tuple[str, ...]) -> dict:
         except ValueError:
             out[key] = value
     return out
+
+
+@contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises KeyboardInterrupt inside the block (restored after)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @contextmanager

@@ -35,6 +35,26 @@ def test_make_then_info_as_a_subprocess(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: ") and "missing" in r.stderr
 
 
+def test_a_stopped_make_says_so_and_leaves_no_folder(tmp_path):
+    """SIGTERM (as `timeout` sends) mid-way: exit 130, one line saying OUT was not written, and
+    no OUT nor partial folder (Ctrl-C takes the same path: tests/test_datasets_procedural.py)."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    make = [sys.executable, "-m", "cli.main", "data", "make", "bouncing-balls", "--out", str(tmp_path / "big"),
+            "--num-videos", "100000", "--length", "8", "--size", "16", "-q"]
+    p = subprocess.Popen(make, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".big.partial-*/train/*.npy")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until it is writing videos
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert f"interrupted: {tmp_path / 'big'} not written" in err
+    assert sorted(tmp_path.iterdir()) == []
+
+
 def test_info_summarises_and_validates(tmp_path, capsys):
     out = tmp_path / "world"
     code, _, _ = run(capsys, "data", "make", "revisit-world", "--out", str(out), "--num-videos", "2",
@@ -45,6 +65,10 @@ def test_info_summarises_and_validates(tmp_path, capsys):
     assert "revisit-world (carla layout)" in text
     assert "train: 2 videos, 8 frames, 16x16x3" in text and "test: 1 video, 8 frames" in text
     assert "validated: 3 videos decoded, 0 bad" in text
+    code, _, _ = run(capsys, "data", "make", "revisit-world", "--out", str(tmp_path / "mp4"), "--num-videos", "1",
+                     "--num-test", "1", "--length", "8", "--size", "16", "--format", "mp4", "-q")
+    code, text, _ = run(capsys, "data", "info", str(tmp_path / "mp4"), "-q")
+    assert code == 0 and "revisit-world (mp4 layout, read as a video folder)" in text  # as --format named it
     code, text, _ = run(capsys, "data", "info", str(out), "--json", "-q", "--split", "test")
     summary = json.loads(text)
     assert list(summary["splits"]) == ["test"] and summary["splits"]["test"]["num_videos"] == 1

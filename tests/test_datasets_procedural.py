@@ -154,3 +154,36 @@ def test_channels_and_size_conversion_on_open(tmp_path):
     small = open_dataset("moving-digits", exact, image_size=16, channels=3).clip(0, 2)
     assert small.shape == (2, 3, 16, 16) and small.min() >= -1 and small.max() <= 1
     assert (small - ref[:2, :, ::2, ::2]).abs().mean() < 0.2  # a fair downsampling
+
+
+def test_an_interrupted_make_leaves_nothing_and_blocks_no_rerun(tmp_path, monkeypatch):
+    from fdm_engine.datasets.procedural.balls import BouncingBalls
+
+    made = []
+    real = BouncingBalls.generate
+
+    def interrupted(self, rng, length, size):
+        if len(made) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the fourth video
+        made.append(1)
+        return real(self, rng, length, size)
+
+    monkeypatch.setattr(BouncingBalls, "generate", interrupted)
+    out = tmp_path / "data" / "balls"
+    with pytest.raises(KeyboardInterrupt):
+        make_dataset("bouncing-balls", out, 10, 6, 16)
+    assert list((tmp_path / "data").iterdir()) == []  # neither OUT nor its partial sibling
+    monkeypatch.setattr(BouncingBalls, "generate", real)
+    (tmp_path / "data" / ".balls.partial-1-dead").mkdir()  # a SIGKILLed run's leftover
+    out.mkdir()  # an empty OUT is fine
+    make_dataset("bouncing-balls", out, 3, 6, 16, num_test=1)
+    assert len(open_dataset("bouncing-balls", out, "train")) == 3
+    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~_umask())  # as a plain mkdir makes it
+
+
+def _umask() -> int:
+    import os
+
+    old = os.umask(0)
+    os.umask(old)
+    return old

@@ -4,8 +4,9 @@
     --format carla   OUT/video_{i}.pt + coords_{i}.npy + state_{i}.npz + video_{train,test}.csv
     --format mp4     OUT/{train,test}/{n}.mp4 + {n}_state.npz       (a video folder, lossy)
 
-plus OUT/dataset.json (the manifest: generator, its config, seed, sizes, layout), written last so
-an interrupted run leaves no dataset that looks complete. Video n of a split is drawn from its own
+plus OUT/dataset.json (the manifest: generator, its config, seed, sizes, layout). All is written
+into a hidden sibling folder (.OUT.partial-*) renamed to OUT when complete, so an interrupted run
+leaves no OUT (the partial folder is removed, except after SIGKILL). Video n of a split is drawn from its own
 generator seeded by (seed, split, n): the same seed gives the same videos whatever --num-videos
 is, and no two videos share a stream.
 """
@@ -13,6 +14,9 @@ is, and no two videos share a stream.
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +102,22 @@ def make_dataset(name: str, out, num_videos: int, length: int, size: int,
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FdmError(f"--out {out}: exists and is not an empty folder; choose a new one")
+    # Everything goes into a new hidden sibling, renamed to `out` once complete: an interrupted run
+    # leaves no `out` to be mistaken for a dataset (nor one that blocks the next run).
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    partial.mkdir()  # as a plain mkdir would (mkdtemp's are private to the user)
+    try:
+        _write(config, name, partial, num_videos, num_test, length, size, seed, format, fps, progress)
+        os.replace(partial, out)  # an empty `out` is replaced too
+    except BaseException:  # Ctrl-C included
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return out
+
+
+def _write(config, name: str, out: Path, num_videos: int, num_test: int, length: int, size: int,
+           seed: int, format: str, fps: float, progress: bool) -> None:
     writer = WRITERS[format](out, fps)
     jobs = [(s, n) for s, count in (("train", num_videos), ("test", num_test)) for n in range(count)]
     for index, (split, n) in enumerate(tqdm(jobs, desc=f"making {name}", unit="video", disable=not progress)):
@@ -110,7 +130,6 @@ def make_dataset(name: str, out, num_videos: int, length: int, size: int,
                 "channels": int(frames.shape[-1]), "fps": fps, "splits": {"train": num_videos, "test": num_test}}
     with atomic_write(out / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    return out
 
 
 def read_manifest(root: Path) -> dict[str, Any] | None:
