@@ -122,6 +122,7 @@ def build(cfg: SampleConfig, loaded, device: torch.device) -> SamplingRun:
     clip = default_clip_denoised(loaded) if cfg.clip_denoised is None else cfg.clip_denoised
     sampler = make_sampler(cfg.sampler, schedule, cfg.steps, cfg.spacing, cfg.eta, clip_denoised=clip)
     source = job_source(cfg.scheme, cond.length, cfg.n_obs, k, cfg.step_size, options=level_options(cfg, sampler))
+    check_jobs_fit(loaded.model, source, cfg.scheme)
     # vdm/ssm were trained unconditionally: their checkpoints ask for reconstruction guidance.
     denoiser = for_checkpoint(loaded, schedule, seed=cfg.seed,
                               network=with_precision(loaded.model, precision, device))
@@ -129,6 +130,20 @@ def build(cfg: SampleConfig, loaded, device: torch.device) -> SamplingRun:
     executor = Executor(denoiser, sampler, batch_size=batch, seed=cfg.seed, device=device,
                         context_noise=cfg.context_noise)
     return SamplingRun(cfg, k, batch, cfg.videos_in_flight or batch, precision, device, cond, source, executor)
+
+
+def check_jobs_fit(model, source, scheme: str) -> None:
+    """A model that takes only some frame sets (`check_frames`: RaMViD's consecutive frames) against
+    a static scheme's jobs, before the run writes anything; an adaptive scheme's jobs exist only as
+    it samples, and the model checks them then."""
+    check = getattr(model, "check_frames", None)
+    if check is None or source.fixed_plan is None:
+        return
+    for job in source.fixed_plan.jobs:
+        try:
+            check(sorted(job.observed + job.latent))
+        except FdmError as e:
+            raise FdmError(f"--scheme {scheme}: {e}") from None
 
 
 def level_options(cfg: SampleConfig, sampler):
@@ -165,7 +180,8 @@ def execute(run: SamplingRun, video_ids: list[int], on_video: Callable[[OpenVide
 # -- `fdm sample` ----------------------------------------------------------------------------
 def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shard | None = None,
                  device: torch.device | None = None, progress: bool = True) -> dict:
-    """Sample cfg.num_videos videos into `out`; returns the run summary (also in plan.json)."""
+    """Sample cfg.num_videos videos into `out`; returns the run summary (also in plan.json). A run
+    started here that fails (or is interrupted) before its first round is committed leaves no state."""
     shard = shard or Shard.from_env()
     device = device or resolve_device(cfg.device)
     out = Path(out)
@@ -242,9 +258,12 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
                                on_job=on_job, on_round=on_round)
             background.submit(forget_written)
             background.close()
-        finally:
+        except BaseException:  # an error, or Ctrl-C
             background.close(check=False)  # unwinding: the queued work ends, its error is not lost below
-        bar.close()
+            state.discard_if_unstarted()
+            raise
+        finally:
+            bar.close()
         wall = time.perf_counter() - start
         summary = _summary(run, first["jobs"], counters, wall, shard)
         # this (the sampling) thread's CPU seconds over the same span: with network_cpu_s, the
@@ -263,24 +282,26 @@ def claim(out: Path, cfg: SampleConfig, resume: bool, rank: int, video_ids: list
     this run once finished (its plan.json); refuses another run's folder, and --resume of none."""
     path = out / f"state_rank{rank}.pt"
     if path.exists():
+        start_over = f"delete {path.name} and {path.stem}.parts in {out} to start over, or choose another --out"
         if not resume:
             raise FdmError(f"{out} holds an unfinished run ({path.name}): pass --resume to continue it, "
-                           f"or choose another --out")
+                           f"or {start_over}")
         try:
             state = RunState.load(out, rank)
         except (BadState, OSError) as e:
-            raise FdmError(f"{e}: delete {path.name} and {path.stem}.parts in {out} to start over, "
-                           f"or choose another --out") from None
+            raise FdmError(f"{e}: {start_over}") from None
         diff = _changed(state.manifest.config, cfg)
         if diff:
-            raise FdmError(f"--resume: {path} was started with different settings ({', '.join(diff)})")
+            raise FdmError(f"--resume: {path} was started with different settings ({', '.join(diff)}): "
+                           f"resume it with those, or {start_over}")
         return state
     if resume:
         finished = _finished_config(out / "plan.json")
         if finished is not None:
             diff = _changed(finished, cfg)
             if diff:
-                raise FdmError(f"--resume: {out} holds a finished run with different settings ({', '.join(diff)})")
+                raise FdmError(f"--resume: {out} holds a finished run with different settings ({', '.join(diff)}): "
+                               f"choose another --out for this one")
             # a kill between the ranks' last steps: this rank stopping while another resumes would leave
             # that one waiting for it (Shard.combine) forever; an error ends them all
             unfinished = sorted(p.name for p in out.glob("state_rank*.pt"))

@@ -120,10 +120,13 @@ class RunState:
         self._synced = -float("inf")
         self._files: dict[int, object] = {}
         self.bytes_written = 0  # journals and manifest, for the benchmarks
+        self.created = False  # by this process (fresh), not loaded to resume
+        self.rounds_committed = 0  # by this process
 
     @classmethod
     def fresh(cls, out: Path, rank: int, config: dict) -> "RunState":
         state = cls(out, rank, Manifest(config))
+        state.created = True
         shutil.rmtree(state.parts, ignore_errors=True)
         state.parts.mkdir(parents=True)
         state.commit()
@@ -205,8 +208,9 @@ class RunState:
             if sync:
                 os.fsync(f.fileno())
             self.manifest.journals[str(video)] = f.tell()
-        if counters is not None:
+        if counters is not None:  # a round's commit
             self.manifest.counters = counters
+            self.rounds_committed += 1
         text = self.manifest.to_json()
         with atomic_write(self.path, fsync=sync) as tmp:
             tmp.write_text(text)
@@ -236,6 +240,16 @@ class RunState:
         self.close()
         self.path.unlink(missing_ok=True)
         shutil.rmtree(self.parts, ignore_errors=True)
+
+    def discard_if_unstarted(self) -> bool:
+        """A run started here that stops before its first round is committed has nothing to resume:
+        its state goes (True), so that it does not block the corrected command. A resumed run's
+        state, or one with committed rounds, stays (False)."""
+        if self.created and not self.rounds_committed:
+            self.remove()
+            return True
+        self.close()
+        return False
 
     def close(self) -> None:
         for f in self._files.values():

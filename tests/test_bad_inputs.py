@@ -299,10 +299,8 @@ def test_bad_input_is_one_line_and_changes_nothing(world, capsys, monkeypatch, a
     after = snapshot(root)
     assert {k: after.get(k) for k in before} == before, "the command changed or removed the user's files"
     new = sorted(set(after) - set(before))
-    # `fdm sample` may leave the new, empty-of-videos run folder it started (its lock and state)
-    assert not new or (argv[0] == "sample" and all(k.split("/")[0] == "o" for k in new)), new
-    for k in new[::-1]:
-        (root / k).rmdir() if after[k] == "dir" else (root / k).unlink()
+    # nothing new either: a failed `fdm sample` start leaves no state (or folder) to block the corrected command
+    assert not new, new
 
 
 def test_the_table_covers_every_command():

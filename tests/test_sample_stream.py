@@ -164,6 +164,61 @@ def test_an_interrupted_run_resumes_identically_from_any_round(tmp_path, monkeyp
         assert np.array_equal(raw(out, 5), raw(ref, 5)), commits
 
 
+def fail_first_journal(monkeypatch):
+    """Make the run fail as it writes its first round (before that round is committed)."""
+    from fdm_engine.sample_state import RunState
+
+    real = RunState.append
+
+    def append(self, *args, **kw):
+        raise Stop
+
+    monkeypatch.setattr(RunState, "append", append)
+    return lambda: monkeypatch.setattr(RunState, "append", real)
+
+
+def test_a_run_that_fails_before_its_first_commit_leaves_nothing(tmp_path, monkeypatch):
+    """A failed start must not block the corrected command (no state to --resume, nothing to delete)."""
+    out, kept = tmp_path / "o", tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("the user's")
+    for folder in (out, kept):
+        restore = fail_first_journal(monkeypatch)
+        with pytest.raises(Stop):
+            run_sampling(cfg(num_videos=2), folder, progress=False)
+        restore()
+        assert not list(folder.glob("state_rank0*")), folder
+    assert not out.exists(), "the folder the failed run created goes too"
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+    run_sampling(cfg(num_videos=2), out, progress=False)  # the corrected command, no --resume
+    assert sorted(p.name for p in out.iterdir()) == ["plan.json", "video_0000.npz", "video_0001.npz"]
+
+
+def test_a_failure_keeps_a_resumable_state_once_a_round_is_committed(tmp_path, monkeypatch, capsys):
+    ref, out = tmp_path / "ref", tmp_path / "o"
+    run_sampling(cfg(num_videos=2), ref, progress=False)
+    restore = interrupt_after(monkeypatch, 3)  # fresh state, round 1, round 2
+    with pytest.raises(Stop):
+        run_sampling(cfg(num_videos=2), out, progress=False)
+    restore()
+    # a resumed run that fails before committing anything new keeps the state it was given
+    restore = fail_first_journal(monkeypatch)
+    with pytest.raises(Stop):
+        run_sampling(cfg(num_videos=2), out, resume=True, progress=False)
+    restore()
+    assert (out / "state_rank0.pt").exists()
+    # other settings: refused, saying how to start over
+    code, _, err = run_fdm(capsys, "sample", ORACLE, "--scheme", "autoreg", "--n-obs", "3", "--length", "30",
+                           "--max-frames", "8", "--steps", "3", "--sampler", "ddpm", "--num-videos", "2",
+                           "--format", "npz", "--save-raw", "--seed", "3", "--out", out, "--quiet", "--resume")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert "different settings (scheme)" in lines[0] and "delete state_rank0.pt and state_rank0.parts" in lines[0]
+    assert "start over" in lines[0] and "another --out" in lines[0]
+    run_sampling(cfg(num_videos=2), out, resume=True, progress=False)
+    assert np.array_equal(raw(out, 2), raw(ref, 2))
+
+
 def files(folder: Path) -> dict:
     """Contents of every file but the lock (which names its holder)."""
     return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".lock")}

@@ -167,21 +167,29 @@ class RaMViDUNet(nn.Module):
         check_contract_inputs(self, x, frame_indices, noise_levels, observed, valid)
         return on_real_frames(self.clip_forward, x, frame_indices, noise_levels, observed, valid)
 
+    def check_frames(self, frames) -> None:
+        """FdmError unless the model can take a clip of these frame indices (ascending): consecutive,
+        as many as scale_time_dim divides. `fdm sample` checks a static scheme's jobs with it up front."""
+        frames = list(frames)
+        if any(b - a != 1 for a, b in zip(frames, frames[1:])):
+            raise FdmError(
+                f"RaMViD needs consecutive frame indices (it sees slot positions only; got {frames}); "
+                f"use a scheme whose jobs are contiguous, e.g. autoreg"
+            )
+        if len(frames) % self.config.time_factor:
+            raise FdmError(
+                f"RaMViD with scale_time_dim needs a frame count divisible by {self.config.time_factor} "
+                f"(got {len(frames)} real frames)"
+            )
+
     def clip_forward(self, x, frame_indices, noise_levels, observed) -> torch.Tensor:
         """The network on whole clips of consecutive frames, slots in frame order.
         x [b, n, C, H, W]; frame_indices, noise_levels, observed [b, n] -> [b, n, C, H, W]."""
         b, n, _, H, W = x.shape
         if n > 1 and not bool((frame_indices[:, 1:] - frame_indices[:, :-1] == 1).all()):
             bad = frame_indices[(frame_indices[:, 1:] - frame_indices[:, :-1] != 1).any(dim=1)][0].tolist()
-            raise FdmError(
-                f"RaMViD needs consecutive frame indices (it sees slot positions only; got {bad}); "
-                f"use a scheme whose jobs are contiguous, e.g. autoreg"
-            )
-        if n % self.config.time_factor:
-            raise FdmError(
-                f"RaMViD with scale_time_dim needs a frame count divisible by {self.config.time_factor} "
-                f"(got {n} real frames)"
-            )
+            self.check_frames(bad)
+        self.check_frames(range(n))
         t = noise_levels.amax(dim=1)  # [b] one timestep per clip: the latent level
         emb = self.time_embed(t * self.config.time_scale if self.config.time_scale != 1 else t)  # [b, E]
         if self.config.observed_plane:
