@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -103,11 +104,16 @@ def sample(model, out, resume, quiet, **options):
     Examples: fdm sample ckpt.pt --scheme hierarchy-2 --n-obs 36
               fdm sample diffusion-100000.pt --config video_diffusion_models.yaml --n-obs 0 --length 16
     """
-    from fdm_engine.sample_run import SampleConfig, Shard, run_sampling
+    from fdm_engine.sample_run import SampleConfig, Shard, run_sampling, stopped_note
 
     cfg = SampleConfig(model=model, **options)
     shard = Shard.from_env()
-    summary = run_sampling(cfg, Path(out), resume=resume, shard=shard, progress=not quiet and shard.rank == 0)
+    try:
+        summary = run_sampling(cfg, Path(out), resume=resume, shard=shard, progress=not quiet and shard.rank == 0)
+    except KeyboardInterrupt:  # Ctrl-C: what was kept, and how to go on (as `fdm train` says)
+        if shard.rank == 0:
+            click.echo(stopped_note(Path(out), shard, cfg.num_videos), err=True)
+        sys.exit(130)
     if summary.get("already_complete"):
         if shard.rank == 0:
             click.echo(f"nothing to resume: the run in {out} is already complete ({cfg.num_videos} video(s), "

@@ -35,12 +35,12 @@ from fdm_engine.guidance import for_checkpoint
 from fdm_engine.history_guidance import with_history_guidance
 from fdm_engine.precision import resolve_precision, with_precision
 from fdm_engine.sample_config import SampleConfig
-from fdm_engine.sample_state import BadState, RunState
+from fdm_engine.sample_state import BadState, Manifest, RunState
 from fdm_engine.samplers import make_sampler
 from fdm_engine.writer import Background, Pixels, video_stem, write_outputs
 from sampling_schemes import job_source
 
-__all__ = ["SampleConfig", "Shard", "SamplingRun", "resolve_device", "build", "execute", "run_sampling"]
+__all__ = ["SampleConfig", "Shard", "SamplingRun", "resolve_device", "build", "execute", "run_sampling", "stopped_note"]
 
 
 @dataclasses.dataclass
@@ -319,6 +319,26 @@ def claim(out: Path, cfg: SampleConfig, resume: bool, rank: int, video_ids: list
         raise FdmError(f"--resume: {out} holds no run to resume (no {path.name}); "
                        f"leave out --resume to start one there")
     return RunState.fresh(out, rank, cfg.to_dict())
+
+
+def stopped_note(out: Path, shard: Shard, num_videos: int) -> str:
+    """What an interrupted `fdm sample` (Ctrl-C) kept in OUT and how to go on, from the state it left."""
+    out = Path(out)
+    path = out / f"state_rank{shard.rank}.pt"
+    try:
+        manifest = Manifest.parse(path, path.read_bytes())
+    except FileNotFoundError:
+        if (out / "plan.json").exists():
+            return f"stopped by SIGINT as the run ended: it is complete in {out}"
+        return (f"stopped by SIGINT before the first round was done: nothing was kept in {out}; "
+                f"run the same command to start again")
+    except (BadState, OSError):
+        return f"stopped by SIGINT; kept {path}; run the same command with --resume to continue"
+    rounds, done = manifest.counters.get("rounds", 0), len(manifest.finished_videos)
+    mine = len(shard.videos(num_videos))
+    videos = f"{done} of {mine} video{'s' if mine != 1 else ''}" + (f" of rank {shard.rank}" if shard.world > 1 else "")
+    return (f"stopped by SIGINT after {rounds} round{'s' if rounds != 1 else ''}: {videos} written, the others' "
+            f"progress kept in {path}; run the same command with --resume to continue")
 
 
 def _changed(saved: dict, cfg: SampleConfig) -> list[str]:

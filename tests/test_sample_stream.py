@@ -469,3 +469,39 @@ def test_native_bf16_is_what_the_cpu_flags_say():
     flags = set(next((l for l in cpuinfo.read_text().splitlines() if l.startswith("flags")), "").split())
     assert native_cpu_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
     assert 0 < matmul_seconds(torch.float32, size=64, repeats=2) < 10
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_continue(tmp_path, capsys):
+    args = ["sample", "oracle:ou:lengthscale=4,size=8", "--scheme", "autoreg", "--n-obs", "2", "--length", "60",
+            "--max-frames", "6", "--sampler", "ddpm", "--steps", "60", "--num-videos", "2", "--format", "npz",
+            "--quiet", "--out", tmp_path / "o"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", *map(str, args)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    manifest, rounds, deadline = tmp_path / "o" / "state_rank0.pt", 0, time.time() + 300
+    while rounds < 2 and proc.poll() is None and time.time() < deadline:
+        try:
+            rounds = json.loads(manifest.read_text())["state"]["counters"].get("rounds", 0)
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before Ctrl-C; make it longer"
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    kept = json.loads(manifest.read_text())["state"]
+    assert last.startswith(f"stopped by SIGINT after {kept['counters']['rounds']} rounds: "
+                           f"{len(kept['finished_videos'])} of 2 videos written"), err
+    assert str(manifest) in last and "run the same command with --resume to continue" in last, err
+    code, _, err = run_fdm(capsys, *args, "--resume")  # as it says
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["plan.json", "video_0000.npz", "video_0001.npz"]
+
+
+def test_ctrl_c_before_the_first_round_says_nothing_was_kept(tmp_path):
+    from fdm_engine.sample_run import Shard, stopped_note
+
+    note = stopped_note(tmp_path / "o", Shard(), 2)
+    assert note == f"stopped by SIGINT before the first round was done: nothing was kept in {tmp_path / 'o'}; " \
+                   f"run the same command to start again"
