@@ -50,7 +50,7 @@ class SampleConfig(Config):
     formats: tuple[str, ...] = ("mp4", "npz", "png")
     save_raw: bool = False
     fps: int = 10
-    # per-frame schemes (docs/perframe.md); other schemes ignore these
+    # per-frame schemes (docs/perframe.md); one a scheme does not read is refused (LEVEL_FIELDS)
     uncertainty_scale: float = 1.0
     partitions: int = 0  # fifo: 0 = the fewest with <= K frames per call
     lookahead: bool = False
@@ -66,6 +66,10 @@ class SampleConfig(Config):
 
     # Fields that may differ between a run and its resumption (they do not change the frames).
     RESUME_FREE = ("formats", "save_raw", "fps", "batch_size", "videos_in_flight")
+
+
+# The per-frame schemes' settings (sampling_schemes.levels.LevelOptions, besides steps).
+LEVEL_FIELDS = ("uncertainty_scale", "partitions", "lookahead", "block_size", "ar_step")
 
 
 def flag(field: str) -> str:
@@ -116,6 +120,9 @@ def _history_problems(cfg: SampleConfig):
             check(value)
         except FdmError as e:
             yield str(e)
+    if cfg.history_drop != option_default("history_drop") and not cfg.history_guidance:
+        yield (f"--history-drop {cfg.history_drop}: has no effect without --history-guidance W (W > 0); "
+               f"add one or leave out --history-drop")
     if cfg.history_guidance and cfg.context_noise is not None:
         yield f"--history-guidance with --context-noise {cfg.context_noise:g}: {CONTEXT_HIDES_HISTORY}"
 
@@ -130,10 +137,11 @@ def _device_problem(device: str):
 
 
 def _registry_problems(cfg: SampleConfig):
-    from fdm_engine.diffusion.spacing import SPACINGS, is_spacing_file
+    from fdm_engine.diffusion.spacing import SPACINGS, is_spacing_file, read_timesteps
     from fdm_engine.samplers import SAMPLERS
     from fdm_engine.writer import OUTPUT_FORMATS
     from sampling_schemes import get_scheme
+    from sampling_schemes.registry import unused_option_problems
 
     if not cfg.formats:
         yield f"--format {','.join(cfg.formats)!r}: name at least one of {', '.join(OUTPUT_FORMATS.names())}"
@@ -141,9 +149,18 @@ def _registry_problems(cfg: SampleConfig):
     if bad:
         yield f"--format {','.join(bad)} unknown (choose from {', '.join(OUTPUT_FORMATS.names())})"
     get_scheme(cfg.scheme)  # FdmError naming the known schemes
+    yield from unused_option_problems(cfg.scheme, **{f: getattr(cfg, f) for f in LEVEL_FIELDS})
     SAMPLERS.get(cfg.sampler)
     if not is_spacing_file(cfg.spacing):  # a FILE.json of timesteps is read (and checked) with the schedule
         SPACINGS.get(cfg.spacing)
+    elif cfg.steps != option_default("steps"):  # the file sets the steps: a different --steps contradicts it
+        try:
+            n = len(read_timesteps(cfg.spacing))
+        except FdmError:
+            n = cfg.steps  # a bad file is reported when the sampler reads it (with the schedule)
+        if n != cfg.steps:
+            yield (f"--steps {cfg.steps} with --spacing {cfg.spacing}: the file holds {n} timesteps, which set "
+                   f"the steps; leave out --steps")
 
 
 def option_default(field: str):

@@ -45,9 +45,12 @@ PerFramePlanner = Callable[[int, int, int, int, LevelOptions], Iterable[Job]]
 
 @dataclasses.dataclass(frozen=True)
 class PerFrameScheme:
-    """A registry entry for a scheme whose jobs carry per-frame levels (needs LevelOptions)."""
+    """A registry entry for a scheme whose jobs carry per-frame levels (needs LevelOptions).
+    `options`: the LevelOptions fields besides `steps` its planner reads (None: not declared, as
+    a plug-in may leave it); a run that sets any other is refused (`unused_option_problems`)."""
 
     planner: PerFramePlanner
+    options: tuple[str, ...] | None = None
 
     def __call__(self, length: int, n_obs: int, max_frames: int, step_size: int,
                  options: LevelOptions | None = None) -> Iterator[Job]:

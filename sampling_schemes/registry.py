@@ -31,11 +31,11 @@ SCHEMES.register("hierarchy-N", hierarchy)
 SCHEMES.register("hierarchy-N-parallel", hierarchy_parallel)
 SCHEMES.register("adaptive-autoreg", AdaptiveScheme(autoreg))
 SCHEMES.register("adaptive-hierarchy-N", AdaptiveScheme(hierarchy, local=True))
-SCHEMES.register("df-pyramid", PerFrameScheme(df_pyramid))
-SCHEMES.register("df-trapezoid", PerFrameScheme(df_trapezoid))
-SCHEMES.register("df-autoregressive", PerFrameScheme(df_autoregressive))
-SCHEMES.register("fifo", PerFrameScheme(fifo))
-SCHEMES.register("ar-step", PerFrameScheme(ar_step))
+SCHEMES.register("df-pyramid", PerFrameScheme(df_pyramid, ("uncertainty_scale",)))
+SCHEMES.register("df-trapezoid", PerFrameScheme(df_trapezoid, ("uncertainty_scale",)))
+SCHEMES.register("df-autoregressive", PerFrameScheme(df_autoregressive, ()))
+SCHEMES.register("fifo", PerFrameScheme(fifo, ("partitions", "lookahead")))
+SCHEMES.register("ar-step", PerFrameScheme(ar_step, ("block_size", "ar_step")))
 
 _NUMBERED = re.compile(r"(.*?)-(\d+)(-.*)?")
 _FAMILY = re.compile(r"(^|-)N(?=-|$)")
@@ -105,6 +105,30 @@ def get_scheme(name: str) -> Scheme:
     if int(m[2]) < 2:
         raise FdmError(f"scheme {name!r}: N must be >= 2 (got {int(m[2])})")
     return Scheme(name, SCHEMES.get(family), (("n", int(m[2])),))
+
+
+def unused_option_problems(scheme_name: str, **values) -> list[str]:
+    """The per-frame settings (LevelOptions fields: uncertainty_scale, partitions, ...) that
+    `values` moves off their defaults although scheme `scheme_name` does not read them, as one line
+    naming the schemes that do (or []): flags that would silently change nothing. Plug-in
+    per-frame schemes that do not declare their options are not checked."""
+    scheme = get_scheme(scheme_name)
+    reads = scheme.entry.options if scheme.per_frame else ()
+    if reads is None:
+        return []
+    default = LevelOptions()
+    unused = []
+    for field, value in values.items():
+        if field in reads or value == getattr(default, field):
+            continue
+        users = [n for n in SCHEMES.names()
+                 if isinstance(SCHEMES.get(n), PerFrameScheme) and field in (SCHEMES.get(n).options or ())]
+        flag = "--" + field.replace("_", "-") + ("" if isinstance(value, bool) else f" {value:g}")
+        unused.append(f"{flag} ({' and '.join(users) or 'no scheme'} only)")
+    if not unused:
+        return []
+    return [f"--scheme {scheme_name} does not use {', '.join(unused)}; leave "
+            f"{'it' if len(unused) == 1 else 'them'} out or choose a scheme that does"]
 
 
 def plan(scheme_name: str, length: int, n_obs: int, max_frames: int, step_size: int | None = None,

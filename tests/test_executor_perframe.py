@@ -73,8 +73,8 @@ def test_fdm_sample_per_frame_resume_is_bit_identical(tmp_path, scheme, sampler)
     from fdm_engine.sample_state import RunState, read_records
 
     cfg = SampleConfig(model="oracle:periodic:size=4", scheme=scheme, sampler=sampler, length=14, n_obs=3,
-                       max_frames=6, steps=4, num_videos=1, formats=("npz",), partitions=1, block_size=2,
-                       context_noise=30.0)
+                       max_frames=6, steps=4, num_videos=1, formats=("npz",), context_noise=30.0,
+                       **({"partitions": 1} if scheme == "fifo" else {"block_size": 2}))  # what each reads
     run_sampling(cfg, tmp_path / "whole", progress=False)
 
     class Stop(Exception):

@@ -66,3 +66,37 @@ def test_cli_turns_them_into_one_line_and_exit_2(args, needle, tmp_path, capsys)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and needle in lines[0], err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args,needles", [
+    # per-frame settings with a scheme that reads none of them: named with the schemes that do
+    (["--scheme", "autoreg", "--lookahead", "--partitions", "3", "--block-size", "4"],
+     ["--scheme autoreg", "--lookahead (fifo only)", "--partitions 3 (fifo only)", "--block-size 4 (ar-step only)"]),
+    (["--scheme", "fifo", "--ar-step", "0"], ["--scheme fifo", "--ar-step 0 (ar-step only)"]),
+    (["--scheme", "df-autoregressive", "--uncertainty-scale", "2"],
+     ["--uncertainty-scale 2 (df-pyramid and df-trapezoid only)"]),
+    (["--history-drop", "keep-nearest:2"], ["--history-drop keep-nearest:2", "--history-guidance"]),
+    (["--history-drop", "keep-nearest:2", "--history-guidance", "0"], ["--history-drop keep-nearest:2"]),
+    (["--spacing", "{ts}", "--steps", "25"], ["--steps 25", "holds 3 timesteps"]),
+])
+def test_flags_that_would_change_nothing_are_refused(args, needles, tmp_path, capsys):
+    ts = tmp_path / "ts.json"
+    ts.write_text("[900, 500, 100]")
+    args = [str(ts) if a == "{ts}" else a for a in args]
+    code, _, err = run_fdm(capsys, "sample", "oracle:ou", "--n-obs", "2", "--length", "10", "--out", tmp_path / "o",
+                           "--quiet", *args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and all(n in lines[0] for n in needles), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_flags_a_scheme_reads_and_defaults_stay_accepted(tmp_path):
+    ts = tmp_path / "ts.json"
+    ts.write_text("[900, 500, 100]")
+    for changes in (dict(scheme="fifo", lookahead=True, partitions=3), dict(scheme="ar-step", block_size=2, ar_step=0),
+                    dict(scheme="df-pyramid", uncertainty_scale=0.5), dict(scheme="df-trapezoid", uncertainty_scale=2.0),
+                    dict(history_guidance=1.5, history_drop="keep-nearest:2"),
+                    dict(spacing=str(ts)), dict(spacing=str(ts), steps=3),  # the file's own count, or the default
+                    dict(scheme="autoreg", **{f: getattr(SampleConfig, f) for f in ("uncertainty_scale", "partitions",
+                                                                                   "lookahead", "block_size", "ar_step")})):
+        SampleConfig(**changes)

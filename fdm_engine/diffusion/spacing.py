@@ -92,10 +92,9 @@ def is_spacing_file(spacing: str) -> bool:
     return str(spacing).endswith(".json")
 
 
-def load_spacing_file(path: str, schedule: NoiseSchedule) -> torch.Tensor:
-    """Timesteps [n] float64 from a JSON file: a list of numbers, or an object whose "timesteps"
-    is one (as `fdm eval optimize-steps` writes). Strictly decreasing, within [0, N-1];
-    fractional timesteps interpolate log-SNR. Any problem: one FdmError line naming the file."""
+def read_timesteps(path: str) -> list[float]:
+    """The timesteps listed in a spacing file, before the checks against a schedule (so without
+    one: their number sets the steps)."""
     import json
     from pathlib import Path
 
@@ -110,6 +109,15 @@ def load_spacing_file(path: str, schedule: NoiseSchedule) -> torch.Tensor:
     if not isinstance(ts, list) or not ts or not all(
             isinstance(t, (int, float)) and not isinstance(t, bool) and np.isfinite(t) for t in ts):
         raise FdmError(f"{where}: expected a non-empty list of timesteps (numbers), or {{\"timesteps\": [...]}}")
+    return ts
+
+
+def load_spacing_file(path: str, schedule: NoiseSchedule) -> torch.Tensor:
+    """Timesteps [n] float64 from a JSON file: a list of numbers, or an object whose "timesteps"
+    is one (as `fdm eval optimize-steps` writes). Strictly decreasing, within [0, N-1];
+    fractional timesteps interpolate log-SNR. Any problem: one FdmError line naming the file."""
+    where = f"--spacing {path}"
+    ts = read_timesteps(path)
     N = schedule.num_steps
     bad = next((i for i in range(1, len(ts)) if not ts[i] < ts[i - 1]), None)
     if bad is not None:
