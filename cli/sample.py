@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from cli.paths import OutputPath
+from fdm_engine.errors import count
 from fdm_engine.sample_config import PRECISIONS, option_default as default
 
 
@@ -116,9 +117,11 @@ def sample(model, out, resume, quiet, **options):
         sys.exit(130)
     if summary.get("already_complete"):
         if shard.rank == 0:
-            click.echo(f"nothing to resume: the run in {out} is already complete ({cfg.num_videos} video(s), "
+            click.echo(f"nothing to resume: the run in {out} is already complete ({count(cfg.num_videos, 'video')}, "
                        f"plan.json)")
         return
     if shard.rank == 0:
-        click.echo(f"wrote {cfg.num_videos} video(s) to {out}: {summary['nfe']} network evaluations in "
-                   f"{summary['rounds']} rounds, {summary['wall_s']:.1f} s")
+        # a resumed run's counts are the whole run's, its time only this session's
+        click.echo(f"wrote {count(cfg.num_videos, 'video')} to {out}: {count(summary['nfe'], 'network evaluation')} "
+                   f"in {count(summary['rounds'], 'round')}, {summary['wall_s']:.1f} s"
+                   + (" this session" if resume else ""))

@@ -13,3 +13,8 @@ def short_list(items, limit: int = 10) -> str:
     if len(items) <= limit:
         return str(items)
     return f"[{', '.join(map(str, items[:limit]))}, ...] ({len(items)} in all)"
+
+
+def count(n: int, noun: str) -> str:
+    """`n noun(s)` for a message, in words: '1 video', '2 videos', '0 rounds'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -1,6 +1,6 @@
 """`FdmError`, the one error type users see (defined in fdm_common.errors; this name is the one
 fdm_engine code imports)."""
 
-from fdm_common.errors import FdmError, short_list
+from fdm_common.errors import FdmError, count, short_list
 
-__all__ = ["FdmError", "short_list"]
+__all__ = ["FdmError", "count", "short_list"]

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from fdm_engine.conditioning import Conditioning, load_conditioning
 from fdm_engine.denoisers import default_clip_denoised, load_denoiser
 from fdm_engine.diffusion.schedule import NoiseSchedule
-from fdm_engine.errors import FdmError
+from fdm_engine.errors import FdmError, count
 from fdm_engine.executor import Counters, Executor, OpenVideo
 from fdm_engine.files import write_text_atomic
 from fdm_engine.run_lock import run_folder_lock
@@ -336,8 +336,8 @@ def stopped_note(out: Path, shard: Shard, num_videos: int) -> str:
         return f"stopped by SIGINT; kept {path}; run the same command with --resume to continue"
     rounds, done = manifest.counters.get("rounds", 0), len(manifest.finished_videos)
     mine = len(shard.videos(num_videos))
-    videos = f"{done} of {mine} video{'s' if mine != 1 else ''}" + (f" of rank {shard.rank}" if shard.world > 1 else "")
-    return (f"stopped by SIGINT after {rounds} round{'s' if rounds != 1 else ''}: {videos} written, the others' "
+    videos = f"{done} of {count(mine, 'video')}" + (f" of rank {shard.rank}" if shard.world > 1 else "")
+    return (f"stopped by SIGINT after {count(rounds, 'round')}: {videos} written, the others' "
             f"progress kept in {path}; run the same command with --resume to continue")
 
 

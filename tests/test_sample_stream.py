@@ -3,6 +3,7 @@ frames whatever the in-flight count or batch size, the run-folder lock and refus
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -251,7 +252,7 @@ def test_resume_with_no_run_is_refused_and_resume_of_a_finished_run_leaves_it(tm
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in done.iterdir()}
     code, stdout, err = sample(done, "--resume")
     assert code == 0 and stdout.strip() == f"nothing to resume: the run in {done} is already complete " \
-                                           f"(1 video(s), plan.json)", (stdout, err)
+                                           f"(1 video, plan.json)", (stdout, err)
     code, _, err = sample(done, "--resume", "--steps", "3")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "finished run with different settings (steps)" in err
@@ -505,3 +506,22 @@ def test_ctrl_c_before_the_first_round_says_nothing_was_kept(tmp_path):
     note = stopped_note(tmp_path / "o", Shard(), 2)
     assert note == f"stopped by SIGINT before the first round was done: nothing was kept in {tmp_path / 'o'}; " \
                    f"run the same command to start again"
+
+
+def test_the_summary_line_counts_in_words_and_says_a_resumed_time_is_this_sessions(tmp_path, monkeypatch, capsys):
+    args = ["sample", ORACLE, "--scheme", "hierarchy-2", "--n-obs", "3", "--length", "30", "--max-frames", "8",
+            "--steps", "3", "--sampler", "ddpm", "--num-videos", "1", "--format", "npz", "--seed", "3", "--quiet"]
+    ref, out = tmp_path / "ref", tmp_path / "o"
+    code, said, err = run_fdm(capsys, *args, "--out", ref)
+    plan = json.loads((ref / "plan.json").read_text())
+    counts = f"{plan['nfe']} network evaluations in {plan['rounds']} rounds"
+    assert code == 0 and re.fullmatch(rf"wrote 1 video to {re.escape(str(ref))}: {counts}, [0-9.]+ s\n", said), said
+    restore = interrupt_after(monkeypatch, 3)
+    with pytest.raises(Stop):
+        run_fdm(capsys, *args, "--out", out)
+    restore()
+    capsys.readouterr()
+    code, said, err = run_fdm(capsys, *args, "--out", out, "--resume")
+    # the counts are the whole run's (as the uninterrupted one's), the time only this session's
+    assert code == 0 and re.fullmatch(rf"wrote 1 video to {re.escape(str(out))}: {counts}, [0-9.]+ s this session\n",
+                                      said), said
