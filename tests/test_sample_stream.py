@@ -333,6 +333,18 @@ def _fdm(args, **kw):
                           env=env, timeout=600, **kw)
 
 
+def wait_for_rounds(proc, manifest: Path, target: int) -> None:
+    """Until the running `fdm sample` has committed `target` rounds (its manifest says so)."""
+    rounds, deadline = 0, time.time() + 300
+    while rounds < target and proc.poll() is None and time.time() < deadline:
+        try:
+            rounds = json.loads(manifest.read_text())["state"]["counters"].get("rounds", 0)
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before the signal; make it longer"
+
+
 @pytest.mark.slow
 def test_sigkill_at_three_rounds_then_resume_gives_identical_frames(tmp_path):
     args = ["sample", "oracle:ou:lengthscale=4,size=8", "--scheme", "autoreg", "--n-obs", "2", "--length", "60",
@@ -345,14 +357,8 @@ def test_sigkill_at_three_rounds_then_resume_gives_identical_frames(tmp_path):
         out = tmp_path / f"k{target}"
         proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args, "--out", str(out)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        manifest, rounds, deadline = out / "state_rank0.pt", 0, time.time() + 300
-        while rounds < target and proc.poll() is None and time.time() < deadline:
-            try:
-                rounds = json.loads(manifest.read_text())["state"]["counters"].get("rounds", 0)
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.01)
-        assert proc.poll() is None, "the run ended before the kill; make it longer"
+        manifest = out / "state_rank0.pt"
+        wait_for_rounds(proc, manifest, target)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         killed_at.append(json.loads(manifest.read_text())["state"]["counters"]["rounds"])
@@ -479,14 +485,8 @@ def test_ctrl_c_says_what_was_kept_and_how_to_continue(tmp_path, capsys):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", *map(str, args)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    manifest, rounds, deadline = tmp_path / "o" / "state_rank0.pt", 0, time.time() + 300
-    while rounds < 2 and proc.poll() is None and time.time() < deadline:
-        try:
-            rounds = json.loads(manifest.read_text())["state"]["counters"].get("rounds", 0)
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run ended before Ctrl-C; make it longer"
+    manifest = tmp_path / "o" / "state_rank0.pt"
+    wait_for_rounds(proc, manifest, 2)
     proc.send_signal(signal.SIGINT)
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 130, err
