@@ -218,8 +218,9 @@ def _print_scheme(r: dict) -> None:
 @scheme_level_options
 @history_options
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar (it goes to stderr).")
 def schemes_cmd(names, all_, levels, length, n_obs, max_frames, step_size, oracle_spec, sampler, steps, spacing, eta,
-                budget, equal_steps, out, as_json, context_noise, history_guidance, history_drop, **level_flags):
+                budget, equal_steps, out, as_json, quiet, context_noise, history_guidance, history_drop, **level_flags):
     """Compare schemes by exact KL at equal NFE: a table, and a PNG (--out).
 
     With a real --sampler every scheme gets the steps per job whose network evaluations (NFE) come
@@ -269,7 +270,9 @@ def schemes_cmd(names, all_, levels, length, n_obs, max_frames, step_size, oracl
         return score_scheme(name, *plan, oracle=oracle, sampler=None if k is None else make(k), options=options, **kw)
 
     rows, plotted = [], []
-    for name in tqdm(names, desc="scoring schemes", unit="scheme", disable=None if len(names) > 1 else True):
+    bar = tqdm(names, desc="scoring schemes", unit="scheme", disable=quiet or len(names) < 2)
+    for name in bar:
+        bar.set_postfix_str(name)  # which one takes the time (a guided variant is fitted to the budget again)
         k = steps_for(name, None)
         plain = score(name, k)
         row = {**plain.summary(), "steps": k}
@@ -455,8 +458,9 @@ def optimize_steps_cmd(name, steps, eta, oracle_spec, observed, latent, max_eval
 @click.option("--latent", default="10-19", show_default=True, help="Latent frames of the job.")
 @click.option("--out", type=OutputPath(suffixes=(".png",)), default="eval_samplers.png", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars (they go to stderr).")
 def samplers_cmd(all_, names, spacings, steps, files, optimise_upto, max_evaluations, target, eta, oracle_spec,
-                 observed, latent, out, as_json):
+                 observed, latent, out, as_json, quiet):
     """Exact KL against network evaluations for every sampler and spacing: how many steps each one
     needs, and the fewest evaluations that reach --target."""
     import dataclasses
@@ -483,10 +487,10 @@ def samplers_cmd(all_, names, spacings, steps, files, optimise_upto, max_evaluat
         if not isinstance(data, dict) or data.get("sampler") not in SAMPLERS.names() or "steps" not in data:
             raise FdmError(f"--optimised {f}: not an `fdm eval optimize-steps` file (needs sampler and steps)")
         optimised.append((data["sampler"], int(data["steps"]), ts))
-    scores = sweep(oracle, schedule, names, spacings, counts, eta, obs, lat)
+    scores = sweep(oracle, schedule, names, spacings, counts, eta, obs, lat, progress=not quiet)
     if all_:
         jobs = [(n, k) for n in names for k in counts if k <= optimise_upto]
-        for n, k in tqdm(jobs, desc="optimising schedules", unit="schedule", disable=None):
+        for n, k in tqdm(jobs, desc="optimising schedules", unit="schedule", disable=quiet):
             r = optimise_steps(oracle, n, k, obs, lat, eta, max_evaluations)
             optimised.append((n, k, torch.tensor(r.timesteps, dtype=torch.float64)))
     for n, k, ts in optimised:

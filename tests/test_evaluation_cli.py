@@ -54,9 +54,13 @@ def test_schemes_all_table_and_png(capsys, tmp_path):
     assert {"autoreg", "long-range", "hierarchy-2", "hierarchy-3", "hierarchy-2-parallel"} <= set(names)
     assert not any(n.startswith("adaptive") for n in names)
     assert png.read_bytes()[:8] == PNG
-    code, out, _ = run(capsys, "eval", "schemes", "autoreg", "hierarchy-2", "--length", "80", "--n-obs", "8",
-                       "--max-frames", "10", "--out", str(png))
+    code, out, err = run(capsys, "eval", "schemes", "autoreg", "hierarchy-2", "--length", "80", "--n-obs", "8",
+                         "--max-frames", "10", "--out", str(png))
     assert code == 0 and "hierarchy-2" in out and "KL" in out
+    assert "scoring schemes" in err and "2/2" in err and "scoring" not in out  # progress, on stderr
+    code, out, err = run(capsys, "eval", "schemes", "autoreg", "hierarchy-2", "--length", "80", "--n-obs", "8",
+                         "--max-frames", "10", "--out", str(png), "--quiet")
+    assert code == 0 and err == ""
 
 
 def test_sampler_and_samplers(capsys, tmp_path):
@@ -67,9 +71,44 @@ def test_sampler_and_samplers(capsys, tmp_path):
     r = ok_json(capsys, "eval", "samplers", "--samplers", "ddim,dpm++2m", "--spacings", "logsnr,linspace",
                 "--steps", "5,20", "--observed", "0-3", "--latent", "4-7", "--out", str(png), "--json")
     assert len(r["results"]) == 8 and png.read_bytes()[:8] == PNG
-    code, out, _ = run(capsys, "eval", "samplers", "--samplers", "dpm++2m", "--spacings", "logsnr", "--steps", "5,20",
-                       "--out", str(png))
+    code, out, err = run(capsys, "eval", "samplers", "--samplers", "dpm++2m", "--spacings", "logsnr", "--steps", "5,20",
+                         "--out", str(png))
     assert code == 0 and "dpm++2m" in out
+    assert "scoring samplers" in err and "2/2" in err and "dpm++2m logsnr 20" in err  # a cell per setting
+    code, _, err = run(capsys, "eval", "samplers", "--samplers", "dpm++2m", "--spacings", "logsnr", "--steps", "5",
+                       "--out", str(png), "-q")
+    assert code == 0 and err == ""
+
+
+def test_schemes_plot_keeps_a_runaway_row_off_the_scale(tmp_path, monkeypatch):
+    """One diverging row (KL 1e151, as df-autoregressive under history guidance) must not set the
+    axes: they span the others, the runaway bar is drawn to the edge with its value written, and
+    both line panels are named in a legend."""
+    import math
+
+    from fdm_engine.evaluation import plots
+    from fdm_engine.evaluation.scheme_score import SchemeScore
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    scores = []
+    for i in range(14):  # more rows than the old legend allowed (12)
+        runaway = i == 5
+        ratio = [1.0] * 4 + [1e150 if runaway else 1 + 0.1 * i] * 6
+        error = [1e149 if runaway else 0.01 * i] * 10
+        scores.append(SchemeScore(f"s{i}", 10, 4, 8, 4, 2, "x", 1.16e151 if runaway else 0.01 * (i + 1),
+                                  ratio, error, error))
+    plots.plot_schemes(scores, tmp_path / "p.png", "title")
+    bars, ratios, errors = figures[0].axes
+    assert bars.get_xscale() == "log" and bars.get_xlim()[1] < 1e6  # not 1e155
+    assert max(p.get_width() for p in bars.patches) < 1e6
+    labels = [t.get_text() for t in bars.texts]
+    assert labels[5] == "1.16e+151 (off scale)" and labels[0] == "0.01"
+    assert ratios.get_ylim()[1] < 10 and errors.get_ylim()[1] < 1
+    legend = [t.get_text() for t in errors.get_legend().get_texts()]
+    assert len(legend) == 14 and legend[5] == "s5 (off scale)" and legend[0] == "s0"
+    assert plots.off_scale_limit([1, 2, 3, 4, 1e9]) == 3e3 and plots.off_scale_limit([1, 2, 3]) is None
+    assert plots.off_scale_limit([1, 2, math.inf]) == 1.5e3
 
 
 def test_video_after_a_real_sample_run(capsys, tmp_path):

@@ -26,38 +26,78 @@ def _save(fig, path) -> Path:
     return path
 
 
+def off_scale_limit(values, decades: float = 3.0) -> float | None:
+    """The top of an axis that shows `values` (>= 0): `decades` decades above the median of the
+    finite positive ones, when some value lies beyond that (or is inf/nan); None when all fit. One
+    runaway row (a diverging guided chain at KL 1e151) would otherwise flatten every other one."""
+    import math
+    import statistics
+
+    finite = [v for v in values if math.isfinite(v) and v > 0]
+    if not finite:
+        return None
+    top = statistics.median(finite) * 10 ** decades
+    return top if any(not (math.isfinite(v) and v <= top) for v in values) else None
+
+
 def plot_schemes(scores, path, title: str) -> Path:
     """scores: list of SchemeScore at one setting -> KL bars, per-frame variance ratio, error by distance.
-    Each scheme has one colour in all three panels (the bars name them: no legend past 12)."""
+    Each scheme has one colour in all three panels, named in the legend beside them. A value more
+    than three decades above the median (`off_scale_limit`) is drawn to the axis' edge, hatched
+    (bars) and with its value written (bar label, legend entry)."""
+    import math
+
     plt = _pyplot()
     n = len(scores)
-    fig, axes = plt.subplots(1, 3, figsize=(16, max(4.5, 0.22 * n + 1.5)))
+    fig, axes = plt.subplots(1, 3, figsize=(19, max(4.5, 0.22 * n + 1.5)))
     colours = plt.get_cmap("tab10" if n <= 10 else "turbo")([i / max(n - 1, 1) if n > 10 else i for i in range(n)])
     names = [s.scheme for s in scores]
     kls = [s.kl for s in scores]
-    bars = axes[0].barh(names, kls, color=colours)
-    axes[0].bar_label(bars, fmt="%.3g", fontsize=6, padding=2)  # the value, where a log axis hides it
+    top = off_scale_limit(kls)
+    off = [top is not None and not (math.isfinite(k) and k <= top) for k in kls]
+    shown = [top if o else k for k, o in zip(kls, off)]
+    bars = axes[0].barh(names, shown, color=colours)
+    for bar, o in zip(bars, off):
+        bar.set_hatch("//" if o else None)
+    axes[0].bar_label(bars, labels=[f"{k:.3g}" + (" (off scale)" if o else "") for k, o in zip(kls, off)],
+                      fontsize=6, padding=2)  # the value, where a log axis hides it
     axes[0].invert_yaxis()
     axes[0].tick_params(axis="y", labelsize=7 if n > 12 else 9)
     axes[0].set_xlabel("KL(scheme || true), nats per pixel")
-    if all(0 < k < float("inf") for k in kls) and max(kls) > 100 * min(kls):  # e.g. an unstable guided chain
+    if all(0 < k for k in shown) and max(shown) > 100 * min(shown):  # e.g. an unstable guided chain
         axes[0].set_xscale("log")
-        axes[0].set_xlim(left=min(kls) / 3)
-    for s, c in zip(scores, colours):
-        axes[1].plot(range(s.length), s.variance_ratio, lw=1, label=s.scheme, color=c)
-        axes[2].plot(range(s.length), s.cov_error, lw=1, label=s.scheme, color=c)
+        axes[0].set_xlim(min(shown) / 3, max(shown) * 30)  # room for the labels
+    else:
+        axes[0].set_xlim(0, max(max(shown), 1e-12) * 1.35)
+    peaks = [max(s.variance_ratio) for s in scores]
+    errors = [max(abs(e) for e in s.cov_error) for s in scores]
+    v_top, e_top = off_scale_limit(peaks), off_scale_limit(errors)
+    for s, c, peak, error in zip(scores, colours, peaks, errors):
+        beyond = any(lim is not None and not (math.isfinite(x) and x <= lim)
+                     for x, lim in ((peak, v_top), (error, e_top)))
+        axes[1].plot(range(s.length), s.variance_ratio, lw=1, label=s.scheme + (" (off scale)" if beyond else ""),
+                     color=c)
+        axes[2].plot(range(s.length), s.cov_error, lw=1, color=c)
     axes[1].axhline(1, color="k", lw=0.5)
     axes[1].axvspan(0, scores[0].n_obs - 0.5, color="0.9")
     axes[1].set(xlabel="frame index", ylabel="variance ratio (scheme / true)")
     axes[2].axhline(0, color="k", lw=0.5)
     axes[2].set(xlabel="frame distance", ylabel="mean covariance error / prior variance")
-    if max(max(s.variance_ratio) for s in scores) > 100:  # a growing chain: see every curve
+    # the axes span the curves on the scale; the off-scale ones leave it at the edge
+    v_max = max(p for p in peaks if v_top is None or (math.isfinite(p) and p <= v_top))
+    e_max = max(e for e in errors if e_top is None or (math.isfinite(e) and e <= e_top))
+    if v_max > 100:  # a growing chain: see every curve
         axes[1].set_yscale("log")
         axes[2].set_yscale("symlog", linthresh=0.1)
-    if n <= 12:
-        axes[2].legend(fontsize=7)
+    if v_top is not None:
+        low = min(min(s.variance_ratio) for s, p in zip(scores, peaks) if math.isfinite(p) and p <= v_top)
+        axes[1].set_ylim(low / 2, v_max * 3) if v_max > 100 else axes[1].set_ylim(min(0, low), v_max * 1.1)
+    if e_top is not None:
+        axes[2].set_ylim(-e_max * 1.1, e_max * 1.1)
+    axes[2].legend(*axes[1].get_legend_handles_labels(), fontsize=6 if n > 12 else 7, loc="upper left",
+                   bbox_to_anchor=(1.02, 1), borderaxespad=0, title="both line panels", title_fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.86, 1))  # the legend lies right of the last panel
     return _save(fig, path)
 
 

@@ -93,10 +93,18 @@ def score_sampler(oracle, sampler: Sampler, observed: Sequence[int] = DEFAULT_JO
 
 
 def sweep(oracle, schedule, samplers: Iterable[str], spacings: Iterable[str], steps: Iterable[int],
-          eta: float = 0.0, observed=DEFAULT_JOB[0], latent=DEFAULT_JOB[1]) -> list[SamplerScore]:
-    """score_sampler over every (sampler, spacing, steps)."""
-    return [score_sampler(oracle, make_sampler(name, schedule, n, spacing, eta), observed, latent)
-            for name in samplers for spacing in spacings for n in steps]
+          eta: float = 0.0, observed=DEFAULT_JOB[0], latent=DEFAULT_JOB[1],
+          progress: bool = False) -> list[SamplerScore]:
+    """score_sampler over every (sampler, spacing, steps); `progress`: a bar on stderr, a cell each."""
+    from tqdm import tqdm
+
+    cells = [(name, spacing, n) for name in samplers for spacing in spacings for n in steps]
+    bar = tqdm(cells, desc="scoring samplers", unit="setting", disable=not progress)
+    scores = []
+    for name, spacing, n in bar:
+        bar.set_postfix_str(f"{name} {spacing} {n}")
+        scores.append(score_sampler(oracle, make_sampler(name, schedule, n, spacing, eta), observed, latent))
+    return scores
 
 
 def monte_carlo_sampler(oracle, sampler: Sampler, observed: Sequence[int] = DEFAULT_JOB[0],
