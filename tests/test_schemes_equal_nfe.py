@@ -41,7 +41,7 @@ def eval_schemes(tmp_path, *extra):
                                  "--n-obs", "3", "--max-frames", "6", "--step-size", "3", "--sampler", "ddim",
                                  "--steps", "4", "--out", str(tmp_path / "s.png"), "--json", *extra])
     assert r.exit_code == 0, r.output
-    return json.loads(r.output)
+    return json.loads(r.stdout)  # the progress bar goes to stderr
 
 
 def test_eval_schemes_fits_every_scheme_to_the_first_ones_nfe(tmp_path):
@@ -68,7 +68,7 @@ def test_eval_schemes_table_prints_steps_and_nfe_per_row(tmp_path):
                                  "--max-frames", "6", "--step-size", "3", "--sampler", "ddim", "--steps", "4",
                                  "--out", str(tmp_path / "s.png")])
     assert r.exit_code == 0, r.output
-    lines = r.output.splitlines()
+    lines = r.stdout.splitlines()  # the table (the progress bar goes to stderr)
     assert "steps per scheme for 12 NFE" in lines[0] and lines[1].split()[:5] == ["scheme", "jobs", "steps", "NFE",
                                                                                    "rounds"]
     assert lines[3].split()[:4] == ["df-autoregressive", "3", "1", "9"]

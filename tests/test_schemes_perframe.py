@@ -147,7 +147,7 @@ def test_eval_schemes_columns_for_context_noise_and_history_guidance(tmp_path):
                 "--sampler", "ddim", "--steps", "4", "--context-noise", "50", "--history-guidance", "0.5",
                 "--out", str(tmp_path / "c.png"), "--json")
     assert r.exit_code == 0, r.output
-    rows = json.loads(r.output)["schemes"]
+    rows = json.loads(r.stdout)["schemes"]
     assert [row["scheme"] for row in rows] == ["autoreg", "fifo"]
     assert all(len({row["kl"], row["kl_context_noise"], row["kl_history_guidance"]}) == 3 for row in rows)
     assert rows[1]["nfe"] == 12 - 3 + 4 - 1  # fifo: one call per diagonal step, one partition
