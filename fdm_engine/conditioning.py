@@ -103,7 +103,7 @@ def _generated_split(name, split, extra, image_size, channels, length):
     if name not in GENERATORS:
         return None
     made = extra.get("data") or {}  # the manifest of the checkpoint's training data (`fdm demo export`)
-    if made.get("name") == name:
+    if made.get("name") == name and {"length", "size"} <= made.keys():
         return GeneratedSplit(name, split, length=int(made["length"]), size=int(made["size"]),
                               seed=int(made.get("seed", 0)), params=made.get("config"),
                               num_videos=(made.get("splits") or {}).get(split), image_size=image_size,

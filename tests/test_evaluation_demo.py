@@ -179,3 +179,37 @@ def test_eval_demo_smoke(tmp_path, capsys):
     assert set(fvd) == {"train (floor)", "no-motion", "autoreg", "hierarchy-2-parallel"}
     assert all(v >= 0 for v in fvd.values())
     assert "| autoreg |" in stdout and "FVD floor" in stdout
+
+
+def test_eval_demo_without_the_data_folder_generates_it_again(tmp_path, capsys, monkeypatch):
+    """The checkpoint's training folder is gone: the held-out truth and the conditioning are the
+    same videos `fdm data make` wrote, generated again from the recorded manifest."""
+    import shutil
+
+    from fdm_engine.checkpoint import save_checkpoint
+    from fdm_engine.datasets import open_dataset
+    from fdm_engine.diffusion import DiffusionConfig
+    from fdm_engine.models.fdm_unet import FDMUNet, FDMUNetConfig
+
+    data = tmp_path / "balls"
+    code, _, err = run_fdm(capsys, "data", "make", "bouncing-balls", "--out", data, "--num-videos", "2",
+                           "--num-test", "2", "--length", "40", "--size", "16", "--seed", "4", "-q")
+    assert code == 0, err
+    truth = [open_dataset("bouncing-balls", data, split="test").read(i) for i in range(2)]
+    manifest = json.loads((data / "dataset.json").read_text())
+    shutil.rmtree(data)
+    model = FDMUNet(FDMUNetConfig(image_size=16, channels=3, base_channels=8, channel_mult=(1, 2),
+                                  attention_resolutions=(8,), num_heads=2, max_frames=6))
+    ckpt = save_checkpoint(tmp_path / "ckpt.safetensors", model, DiffusionConfig(),
+                           extra={"dataset": "bouncing-balls", "data_dir": str(data), "data": manifest})
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "eval"
+    code, _, err = run_fdm(capsys, "eval", "demo", ckpt, "--quick", "--no-fvd", "--schemes", "autoreg",
+                           "--n-obs", "4", "--out", out, "-q")
+    assert code == 0, err
+    report = json.loads((out / "eval_demo.json").read_text())
+    assert report["data_dir"].startswith("<bouncing-balls generated")
+    for i in range(2):
+        given = np.load(out / "samples" / "autoreg" / f"video_{i:04d}.npz")["frames"][:4]
+        assert np.array_equal(given, truth[i][:4])
+    assert len(report["schemes"]["real"]["consistency"]["score"]) == 40 - 4  # scored with the generated states

@@ -39,7 +39,7 @@ FVD_FRAMES = 16
 @dataclasses.dataclass(frozen=True)
 class DemoEvalConfig(Config):
     checkpoint: str = ""
-    data_dir: str | None = None  # default: the one recorded in the checkpoint
+    data_dir: str | None = None  # default: as `fdm sample` finds the checkpoint's data (conditioning.py)
     schemes: tuple[str, ...] = SCHEMES
     num_videos: int = 8
     length: int = 300
@@ -70,15 +70,19 @@ def equal_nfe_steps(schemes, length: int, n_obs: int, max_frames: int, steps: in
     return out
 
 
-def _truth(cfg: DemoEvalConfig, data_dir, name: str, split: str, n: int, length: int):
-    from fdm_engine.datasets import open_dataset
+def _truth(cfg: DemoEvalConfig, loaded, name: str, split: str, n: int, length: int):
+    """The first n videos of a split, found as the sampling's conditioning finds them (--data-dir,
+    the lookup, the checkpoint's training folder, else generated again): -> (videos, states, root)."""
+    from fdm_engine.conditioning import open_conditioning_data
 
-    ds = open_dataset(name, data_dir, split=split)
+    model = loaded.model
+    ds = open_conditioning_data(name, split, cfg.data_dir, loaded.extra, image_size=model.image_size,
+                                channels=model.channels, length=length)
     if len(ds) < n:
-        raise FdmError(f"{data_dir}: split {split!r} has {len(ds)} videos, fewer than the {n} asked for")
+        raise FdmError(f"{ds.root}: split {split!r} has {len(ds)} videos, fewer than the {n} asked for")
     if ds.num_frames(0) < length:
-        raise FdmError(f"{data_dir}: videos have {ds.num_frames(0)} frames, fewer than --length {length}")
-    return [ds.read(i, length)[:length] for i in range(n)], [ds.state(i) for i in range(n)]
+        raise FdmError(f"{ds.root}: videos have {ds.num_frames(0)} frames, fewer than --length {length}")
+    return [ds.read(i, length)[:length] for i in range(n)], [ds.state(i) for i in range(n)], ds.root
 
 
 def _consistency_curves(name: str, videos, states, n_obs: int) -> dict[str, list[float]]:
@@ -125,7 +129,6 @@ def run_demo_eval(cfg: DemoEvalConfig, out, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     from fdm_engine.checkpoint import load_checkpoint
-    from fdm_engine.conditioning import recorded_data_dir
     from fdm_engine.evaluation.consistency import CONSISTENCY
     from fdm_engine.evaluation.video_eval import evaluate_samples, read_samples
     from fdm_engine.sample_run import SampleConfig, run_sampling
@@ -147,12 +150,11 @@ def run_demo_eval(cfg: DemoEvalConfig, out, progress: bool = True) -> dict:
             i3d = load_i3d(cfg.i3d)
         except FdmError as e:
             raise FdmError(f"{e}; or pass --no-fvd to evaluate without FVD") from None
-    data_dir = cfg.data_dir or recorded_data_dir(extra)
     k = loaded.model.max_frames
     budget = equal_nfe_steps(list(cfg.schemes), cfg.length, cfg.n_obs, k, cfg.steps)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    real, states = _truth(cfg, data_dir, name, "test", cfg.num_videos, cfg.length)
+    real, states, data_dir = _truth(cfg, loaded, name, "test", cfg.num_videos, cfg.length)
     report = {"config": cfg.to_dict(), "dataset": name, "data_dir": str(data_dir), "max_frames": k,
               "checkpoint_step": extra.get("step"), "nfe": budget, "schemes": {}}
     still = [np.repeat(v[cfg.n_obs - 1:cfg.n_obs], cfg.length, axis=0) for v in real]
@@ -162,7 +164,7 @@ def run_demo_eval(cfg: DemoEvalConfig, out, progress: bool = True) -> dict:
         folder = out / "samples" / scheme
         sc = SampleConfig(model=str(ckpt), scheme=scheme, n_obs=cfg.n_obs, length=cfg.length,
                           steps=budget[scheme]["steps"], sampler=cfg.sampler, num_videos=cfg.num_videos,
-                          obs=f"{name}:test", data_dir=str(data_dir), seed=cfg.seed, formats=("npz",))
+                          obs=f"{name}:test", data_dir=cfg.data_dir, seed=cfg.seed, formats=("npz",))
         start = time.perf_counter()
         summary = run_sampling(sc, folder, progress=progress)
         video = evaluate_samples(folder, n_obs=cfg.n_obs)
@@ -177,7 +179,7 @@ def run_demo_eval(cfg: DemoEvalConfig, out, progress: bool = True) -> dict:
         entry["consistency"] = _consistency_curves(name, videos, states, cfg.n_obs)
         entry["drift"] = _drift(videos, cfg.drift_frames)
     if cfg.fvd:
-        train, _ = _truth(cfg, data_dir, name, "train", cfg.num_train or cfg.num_videos, cfg.length)
+        train, _, _ = _truth(cfg, loaded, name, "train", cfg.num_train or cfg.num_videos, cfg.length)
         sets = {"real": _window_set("real", real, starts), "train (floor)": _window_set("train", train, starts),
                 "no-motion": _window_set("no-motion", still, starts),
                 **{s: _window_set(s, v, starts) for s, v in generated.items()}}
