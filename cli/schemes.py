@@ -9,6 +9,7 @@ import sys
 import click
 
 from cli.paths import OutputPath
+from fdm_engine.errors import FdmError
 from sampling_schemes import Plan, job_source
 from sampling_schemes.registry import SCHEMES
 
@@ -104,9 +105,12 @@ def history_options(f):
 def guidance_spec(weight: float, drop: str) -> str | None:
     """The --history-drop that NFE counts with (None: unguided), after checking both flags."""
     from fdm_engine.history_guidance import check_weight, parse_drop
+    from fdm_engine.sample_config import drop_without_guidance
 
     check_weight(weight)
     parse_drop(drop)
+    if (problem := drop_without_guidance(weight, drop)) is not None:
+        raise FdmError(problem)
     return None if weight == 0 else drop
 
 

@@ -120,11 +120,18 @@ def _history_problems(cfg: SampleConfig):
             check(value)
         except FdmError as e:
             yield str(e)
-    if cfg.history_drop != option_default("history_drop") and not cfg.history_guidance:
-        yield (f"--history-drop {cfg.history_drop}: has no effect without --history-guidance W (W > 0); "
-               f"add one or leave out --history-drop")
+    if (p := drop_without_guidance(cfg.history_guidance, cfg.history_drop)) is not None:
+        yield p
     if cfg.history_guidance and cfg.context_noise is not None:
         yield f"--history-guidance with --context-noise {cfg.context_noise:g}: {CONTEXT_HIDES_HISTORY}"
+
+
+def drop_without_guidance(weight: float, drop: str) -> str | None:
+    """The refusal of a --history-drop that nothing uses (history guidance off), or None."""
+    if drop != option_default("history_drop") and not weight:
+        return (f"--history-drop {drop}: has no effect without --history-guidance W (W > 0); "
+                f"add one or leave out --history-drop")
+    return None
 
 
 def _device_problem(device: str):

@@ -138,6 +138,8 @@ def test_video_after_a_real_sample_run(capsys, tmp_path):
     (["sampler", "ddim", "--observed", "0,x"], "--observed"),
     (["sampler", "ddim", "--observed", "1", "--latent", "1"], "distinct"),
     (["samplers", "--samplers", "foo"], "--samplers"),
+    (["schemes", "autoreg", "--length", "40", "--sampler", "ddim", "--history-drop", "keep-nearest:2"],
+     "--history-drop keep-nearest:2: has no effect without --history-guidance"),  # as fdm sample says
     (["video", "/nonexistent/samples"], "no such folder"),
 ])
 def test_bad_input_one_line_exit_2(capsys, argv, message):
