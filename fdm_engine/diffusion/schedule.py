@@ -128,8 +128,7 @@ class NoiseSchedule:
 
     def alpha_sigma(self, t: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
         """(a, s) with x_t = a * x0 + s * eps."""
-        ab = self.alpha_bar(t)
-        return ab.sqrt(), (1 - ab).clamp(min=0).sqrt()
+        return alpha_sigma_of(self.alpha_bar(t))
 
     def log_snr(self, t: torch.Tensor | float) -> torch.Tensor:
         ab = self.alpha_bar(t)
@@ -153,6 +152,11 @@ class NoiseSchedule:
         out = NoiseSchedule(self.config, betas=1 - ab / prev)
         out.timestep_map = torch.tensor(ts)
         return out
+
+
+def alpha_sigma_of(alpha_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, s) from alpha-bar: a = sqrt(alpha-bar), s = sqrt(1 - alpha-bar)."""
+    return alpha_bar.sqrt(), (1 - alpha_bar).clamp(min=0).sqrt()
 
 
 def expand_like(coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 
 from fdm_engine.config import Config
 from fdm_engine.diffusion.prediction import to_x0
-from fdm_engine.diffusion.schedule import NoiseSchedule, expand_like
+from fdm_engine.diffusion.schedule import NoiseSchedule, alpha_sigma_of, expand_like
 from fdm_engine.diffusion.spacing import timesteps_for
 from fdm_engine.sample_config import SampleConfig
 from fdm_engine.samplers.history import FrameState
@@ -131,7 +131,7 @@ class Sampler:
     def coefs(self, t: torch.Tensor, like: torch.Tensor):
         """alpha-bar, a, s at t, broadcast against `like`, in its dtype."""
         ab = self.schedule.alpha_bar(t)
-        return tuple(expand_like(c, like) for c in (ab, ab.sqrt(), (1 - ab).clamp(min=0).sqrt()))
+        return tuple(expand_like(c, like) for c in (ab, *alpha_sigma_of(ab)))
 
 
 def combine(x: torch.Tensor, c_x: torch.Tensor, terms: list[torch.Tensor], coefs: list[torch.Tensor]) -> torch.Tensor:
@@ -143,6 +143,15 @@ def combine(x: torch.Tensor, c_x: torch.Tensor, terms: list[torch.Tensor], coefs
         if bool(c.any()):
             out.addcmul_(term, expand_like(c, x))
     return out
+
+
+def held_or_ended(c_x: torch.Tensor, coefs: list[torch.Tensor], held: torch.Tensor,
+                  ended: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Weights for `combine` with slots `held` [B, F] keeping x (1, 0, 0, ..) and slots `ended`
+    taking the first term, their x0 estimate (0, 1, 0, ..): no extra pass to select them."""
+    go = ~held & ~ended
+    return (torch.where(go, c_x, held.to(c_x.dtype)),
+            [torch.where(go, c, ended.to(c.dtype) if k == 0 else torch.zeros_like(c)) for k, c in enumerate(coefs)])
 
 
 def half_log_snr(alpha_bar: torch.Tensor) -> torch.Tensor:

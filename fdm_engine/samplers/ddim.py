@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from fdm_engine.diffusion.schedule import alpha_sigma_of
 from fdm_engine.samplers.base import Sampler, combine
 
 
@@ -19,7 +20,7 @@ class DDIMSampler(Sampler):
         # x_next = a_n x0 + c eps (+ sigma z), eps = (x_t - a_t x0) / s_t: weights of x_t, x0 and z,
         # in float64 (one pass over the batch per term)
         ab_t, ab_n = self.schedule.alpha_bar(t), self.schedule.alpha_bar(t_next)
-        a_t, s_t, a_n = ab_t.sqrt(), (1 - ab_t).clamp(min=0).sqrt(), ab_n.sqrt()
+        (a_t, s_t), a_n = alpha_sigma_of(ab_t), ab_n.sqrt()
         sigma = self.config.eta * ((1 - ab_n) / (1 - ab_t) * (1 - ab_t / ab_n)).clamp(min=0).sqrt()
         c = (1 - ab_n - sigma**2).clamp(min=0).sqrt()
         moving = t >= 0  # (the others are returned unchanged by `step`)

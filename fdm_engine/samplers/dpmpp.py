@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from fdm_engine.diffusion.schedule import expand_like
-from fdm_engine.samplers.base import Sampler, combine, half_log_snr
+from fdm_engine.diffusion.schedule import alpha_sigma_of
+from fdm_engine.samplers.base import Sampler, combine, half_log_snr, held_or_ended
 from fdm_engine.samplers.history import FrameHistory, FrameState
 
 
@@ -41,16 +41,14 @@ class DPMSolverPP2MSampler(Sampler):
         moved = (t_next != t) & (t >= 0)
         self.history.push(x0, lam, moved)
         order = self.history.available(t.shape).clamp(max=self.order)
-        a_n, s_n, s_t = ab_n.sqrt(), (1 - ab_n).clamp(min=0).sqrt(), (1 - ab).clamp(min=0).sqrt()
+        (a_n, s_n), (_, s_t) = alpha_sigma_of(ab_n), alpha_sigma_of(ab)
         c_x, c_m, c_z = self.weights(a_n, s_n, s_t, lam_n - lam, self.ratios(lam, lam_n), order)
-        # Held slots keep x_t; slots that end clean (lambda = inf) take their x0 estimate.
-        go, clean = moved & (t_next >= 0), moved & (t_next < 0)
-        c_x = torch.where(go, c_x, (~moved).to(c_x.dtype))
-        c_m = [torch.where(go, c, clean.to(c.dtype) if k == 0 else torch.zeros_like(c)) for k, c in enumerate(c_m)]
         terms = [self.history.x0_or(k, self.history.x0[0]) for k in range(len(c_m))]
         if c_z is not None:
-            c_z, terms = torch.where(go, c_z, torch.zeros_like(c_z)), terms + [noise]
-        return combine(x_t, c_x, terms, c_m + ([] if c_z is None else [c_z]))
+            terms, c_m = terms + [noise], c_m + [c_z]
+        # Held slots keep x_t; slots that end clean (lambda = inf) take their x0 estimate.
+        c_x, c_m = held_or_ended(c_x, c_m, ~moved, moved & (t_next < 0))
+        return combine(x_t, c_x, terms, c_m)
 
     def ratios(self, lam, lam_n):
         """[r_0, r_1]: the past step ratios, with fallbacks where a slot lacks the entry (those
@@ -65,9 +63,14 @@ class DPMSolverPP2MSampler(Sampler):
         and of the noise (None: none): one pass per term over the batch, whatever the order.
 
         2M: x_next = (s_n/s) x - a_n (e^-h - 1) (m0 + d1/2), d1 = (m0 - m1) / r_0 where order >= 2."""
-        half_d = torch.where(order >= 2, 0.5 / r[0], torch.zeros_like(h))  # d1/2 = half_d (m0 - m1)
+        half_d = half_difference(h, r, order)
         em = torch.expm1(-h)
         return s_n / s_t, [-a_n * em * (1 + half_d), a_n * em * half_d], None
+
+
+def half_difference(h, r, order):
+    """The weight w with d1 / 2 = w (m0 - m1): 1 / (2 r_0) where the slot has a previous x0 (order >= 2)."""
+    return torch.where(order >= 2, 0.5 / r[0], torch.zeros_like(h))
 
 
 class DPMSolverPP3MSampler(DPMSolverPP2MSampler):
@@ -104,6 +107,6 @@ class DPMSolverPP2MSDESampler(DPMSolverPP2MSampler):
     stochastic = True
 
     def weights(self, a_n, s_n, s_t, h, r, order):
-        half_d = torch.where(order >= 2, 0.5 / r[0], torch.zeros_like(h))
+        half_d = half_difference(h, r, order)
         keep = -torch.expm1(-2 * h)
         return (s_n / s_t) * torch.exp(-h), [a_n * keep * (1 + half_d), -a_n * keep * half_d], s_n * keep.sqrt()

@@ -88,7 +88,7 @@ class FrameHistory:
         """Prepend (x0, lam) on the slots where `moved` [B, F] is True; others keep theirs."""
         if self.count is None:
             self.count = torch.zeros(moved.shape, dtype=torch.int64)
-            self.x0 = [x0] * self.depth  # placeholders: entries a slot does not count are never used
+            self.x0 = [x0] * self.depth  # placeholders: an entry a slot does not count gets weight 0
             self.lam = [torch.zeros_like(lam) for _ in range(self.depth)]
         new_x0, new_lam = [x0, *self.x0[:-1]], [lam, *self.lam[:-1]]
         if bool((~moved & (self.count > 0)).any()):  # slots held with history keep their entries

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from fdm_engine.diffusion.schedule import expand_like
-from fdm_engine.samplers.base import Sampler, combine
+from fdm_engine.diffusion.schedule import alpha_sigma_of, expand_like
+from fdm_engine.samplers.base import Sampler, combine, held_or_ended
 from fdm_engine.samplers.history import FrameHistory, FrameState
 
 
@@ -71,8 +71,7 @@ class UniPCSampler(Sampler):
         # Frames that do not move (or end clean, which returns x0) get a dummy finite step.
         h = torch.where((t_from >= 0) & (t_to >= 0) & (t_to != t_from), lam_to - lam, torch.ones_like(lam))
         lam = torch.where(t_from >= 0, lam, torch.zeros_like(lam))
-        ab_n, ab_t = self.schedule.alpha_bar(t_to), self.schedule.alpha_bar(t_from)
-        a_n, s_n, s_t = ab_n.sqrt(), (1 - ab_n).clamp(min=0).sqrt(), (1 - ab_t).clamp(min=0).sqrt()
+        (a_n, s_n), (_, s_t) = self.schedule.alpha_sigma(t_to), self.schedule.alpha_sigma(t_from)
         zero = torch.zeros_like(h)
         # weights of x, m0, m1 .. m_{order-1}, extra; res = (s_n/s) x - a_n phi1 (m0 + sum rho_k d_k),
         # d_k = (m_k - m0) / r_k (k < p), and for the corrector its last d = extra - m0
@@ -103,9 +102,7 @@ class UniPCSampler(Sampler):
             w_extra = torch.where(use, e, w_extra)
         w_x = s_n / s_t
         if held is not None:
-            go = ~held & ~clean
-            w_x = torch.where(go, w_x, held.to(w_x.dtype))
-            w_m = [torch.where(go, w, clean.to(w.dtype) if k == 0 else zero) for k, w in enumerate(w_m)]
+            w_x, w_m = held_or_ended(w_x, w_m, held, clean)
         m0 = self.history.x0[0]
         terms = [m0] + [self.history.x0_or(k, m0) for k in range(1, self.order)]
         if extra is not None:
