@@ -105,15 +105,15 @@ def sample(model, out, resume, quiet, **options):
     Examples: fdm sample ckpt.pt --scheme hierarchy-2 --n-obs 36
               fdm sample diffusion-100000.pt --config video_diffusion_models.yaml --n-obs 0 --length 16
     """
-    from fdm_engine.sample_run import SampleConfig, Shard, run_sampling, stopped_note
+    from fdm_engine.sample_run import Interrupted, SampleConfig, Shard, run_sampling
 
     cfg = SampleConfig(model=model, **options)
     shard = Shard.from_env()
     try:
         summary = run_sampling(cfg, Path(out), resume=resume, shard=shard, progress=not quiet and shard.rank == 0)
-    except KeyboardInterrupt:  # Ctrl-C: what was kept, and how to go on (as `fdm train` says)
+    except Interrupted as e:  # Ctrl-C: what was kept, and how to go on (as `fdm train` says)
         if shard.rank == 0:
-            click.echo(stopped_note(Path(out), shard, cfg.num_videos), err=True)
+            click.echo(e.note, err=True)
         sys.exit(130)
     if summary.get("already_complete"):
         if shard.rank == 0:

@@ -68,6 +68,8 @@ def _lock(folder: Path, path: Path, flag: str, what: str) -> int:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except FileNotFoundError:  # the folder was removed in between (an emptied run folder): again
             continue
+        except OSError as e:  # e.g. a folder this user cannot write to
+            raise FdmError(f"{flag} {folder}: cannot create the lock file ({e.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -14,6 +14,7 @@ and state, rank 0 writes plan.json.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -40,7 +41,7 @@ from fdm_engine.samplers import make_sampler
 from fdm_engine.writer import Background, Pixels, video_stem, write_outputs
 from sampling_schemes import job_source
 
-__all__ = ["SampleConfig", "Shard", "SamplingRun", "resolve_device", "build", "execute", "run_sampling", "stopped_note"]
+__all__ = ["SampleConfig", "Shard", "SamplingRun", "resolve_device", "build", "execute", "run_sampling", "stopped_note", "Interrupted"]
 
 
 @dataclasses.dataclass
@@ -178,11 +179,34 @@ def execute(run: SamplingRun, video_ids: list[int], on_video: Callable[[OpenVide
 
 
 # -- `fdm sample` ----------------------------------------------------------------------------
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during run_sampling; `note`: what OUT kept and how to go on."""
+
+    def __init__(self, note: str):
+        super().__init__(note)
+        self.note = note
+
+
 def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shard | None = None,
                  device: torch.device | None = None, progress: bool = True) -> dict:
     """Sample cfg.num_videos videos into `out`; returns the run summary (also in plan.json). A run
-    started here that fails (or is interrupted) before its first round is committed leaves no state."""
+    started here that fails (or is interrupted) before its first round is committed leaves no state.
+    Ctrl-C raises Interrupted, saying what was kept (only once this run holds OUT: before, OUT's
+    contents are not this run's)."""
     shard = shard or Shard.from_env()
+    claimed: list[bool] = []
+    try:
+        return _run_sampling(cfg, Path(out), resume, shard, device, progress, claimed)
+    except KeyboardInterrupt as e:
+        if isinstance(e, Interrupted):
+            raise
+        note = (stopped_note(Path(out), shard, cfg.num_videos) if claimed else
+                f"stopped by SIGINT before sampling started: nothing was changed in {out}")
+        raise Interrupted(note) from None
+
+
+def _run_sampling(cfg: SampleConfig, out: Path, resume: bool, shard: Shard, device, progress: bool,
+                  claimed: list) -> dict:
     device = device or resolve_device(cfg.device)
     out = Path(out)
     if resume and not out.is_dir():  # before loading the model (claim() checks a folder that is there)
@@ -193,6 +217,7 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
     run = build(cfg, loaded, device)
     with run_folder_lock(out, "--out", f".fdm-sample-rank{shard.rank}.lock", "`fdm sample`"):
         state = claim(out, cfg, resume, shard.rank, video_ids)
+        claimed.append(True)
         if state is None:  # --resume of this run, finished: nothing to do
             return {**json.loads((out / "plan.json").read_text()), "already_complete": True}
         finished = set(state.manifest.finished_videos)
@@ -259,6 +284,8 @@ def run_sampling(cfg: SampleConfig, out: Path, resume: bool = False, shard: Shar
             background.submit(forget_written)
             background.close()
         except BaseException:  # an error, or Ctrl-C
+            with contextlib.suppress(Exception):  # (after a failure on that thread nothing more is committed)
+                background.submit(forget_written)  # videos already written are not written again on --resume
             background.close(check=False)  # unwinding: the queued work ends, its error is not lost below
             state.discard_if_unstarted()
             raise

@@ -495,6 +495,8 @@ def test_ctrl_c_says_what_was_kept_and_how_to_continue(tmp_path, capsys):
     assert last.startswith(f"stopped by SIGINT after {kept['counters']['rounds']} rounds: "
                            f"{len(kept['finished_videos'])} of 2 videos written"), err
     assert str(manifest) in last and "run the same command with --resume to continue" in last, err
+    # every video on disk is counted as written (its files are not written again on --resume)
+    assert len(kept["finished_videos"]) == len(list((tmp_path / "o").glob("video_*.npz")))
     code, _, err = run_fdm(capsys, *args, "--resume")  # as it says
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["plan.json", "video_0000.npz", "video_0001.npz"]
@@ -506,6 +508,24 @@ def test_ctrl_c_before_the_first_round_says_nothing_was_kept(tmp_path):
     note = stopped_note(tmp_path / "o", Shard(), 2)
     assert note == f"stopped by SIGINT before the first round was done: nothing was kept in {tmp_path / 'o'}; " \
                    f"run the same command to start again"
+
+
+def test_ctrl_c_before_this_run_holds_out_describes_nothing_in_it(tmp_path, monkeypatch):
+    """Interrupted while the model loads: OUT's contents (here an earlier finished run) are not this run's."""
+    import fdm_engine.sample_run as sr
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "plan.json").write_text("{}")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sr, "load_denoiser", interrupted)
+    with pytest.raises(sr.Interrupted) as e:
+        sr.run_sampling(cfg(), out, progress=False)
+    assert e.value.note == f"stopped by SIGINT before sampling started: nothing was changed in {out}"
+    assert sorted(p.name for p in out.iterdir()) == ["plan.json"]
 
 
 def test_the_summary_line_counts_in_words_and_says_a_resumed_time_is_this_sessions(tmp_path, monkeypatch, capsys):
