@@ -363,6 +363,11 @@ def _writer(path: Path) -> Callable[[_Raw, Path], None]:
     return _WRITERS[_suffix(path)]
 
 
+def read_extra(path) -> dict:
+    """A checkpoint's `extra` metadata (its training data, config), without building its model."""
+    return _read(Path(path)).meta["extra"]
+
+
 def _read(path: Path) -> _Raw:
     if not path.exists():  # before its suffix: a mistyped path is what the user needs to hear of
         raise FdmError(f"{path}: no such file")

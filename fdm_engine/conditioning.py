@@ -71,24 +71,30 @@ def recorded_data_dir(extra: dict) -> str | None:
     return extra.get("data_dir") or (extra.get("train_config") or {}).get("data_dir")
 
 
-def open_conditioning_data(name: str, split: str, data_dir, extra: dict, *, image_size: int,
+def open_conditioning_data(name: str, split: str, data_dir, extra: dict | None, *, image_size: int,
                            channels: int, length: int | None = None):
     """One split of dataset `name`, found the same way whether the run names it (--obs NAME) or
     takes its checkpoint's own: `data_dir` (--data-dir) when given; else the usual lookup
     ($FDM_DATA_DIR/NAME, datasets/NAME); else the folder the checkpoint (`extra`) was trained from,
     when it still exists here; else, for a procedural dataset, its videos generated on the fly
     (`GeneratedSplit`: exactly the videos `fdm data make` writes with the checkpoint's recorded
-    generator settings, else with the generator's defaults at image_size, seed 0 and `length`)."""
-    from fdm_engine.datasets import open_dataset, resolve_data_dir
+    generator settings, else with the generator's defaults at image_size, seed 0 and `length`).
+    extra None: the run's checkpoint could not be read, so generated videos are refused (they could
+    be other videos than the run's)."""
+    from fdm_engine.datasets import DATASETS, open_dataset, resolve_data_dir
 
+    DATASETS.get(name)  # an unknown name: the line lists the known ones
     if data_dir is None:
         try:
             data_dir = resolve_data_dir(name)
         except FdmError:
-            recorded = recorded_data_dir(extra) if extra.get("dataset") == name else None
+            recorded = recorded_data_dir(extra) if extra and extra.get("dataset") == name else None
             if recorded and Path(recorded).is_dir():
                 data_dir = recorded
             else:
+                if extra is None:  # the run's checkpoint is not readable here: its data settings are unknown
+                    raise FdmError(f"dataset {name!r}: no folder here, and the settings its videos were generated "
+                                   f"with are in the run's checkpoint, which cannot be read: pass --data-dir DIR")
                 generated = _generated_split(name, split, extra, image_size, channels, length)
                 if generated is None:
                     raise

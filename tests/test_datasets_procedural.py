@@ -187,3 +187,20 @@ def _umask() -> int:
     old = os.umask(0)
     os.umask(old)
     return old
+
+
+def test_conditioning_data_of_an_unknown_dataset_lists_the_known_ones():
+    from fdm_engine.conditioning import open_conditioning_data
+    from fdm_engine.errors import FdmError
+
+    with pytest.raises(FdmError, match="bouncing-balls"):
+        open_conditioning_data("bouncing-bals", "test", None, {}, image_size=32, channels=3, length=20)
+
+
+def test_generated_conditioning_is_refused_when_the_runs_checkpoint_cannot_be_read():
+    """Without the checkpoint's recorded generator settings the generated videos could be others."""
+    from fdm_engine.conditioning import open_conditioning_data
+    from fdm_engine.errors import FdmError
+
+    with pytest.raises(FdmError, match="cannot be read"):
+        open_conditioning_data("bouncing-balls", "test", None, None, image_size=32, channels=3, length=20)

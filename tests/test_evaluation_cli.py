@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import math
+
 import pytest
 
 from cli_helpers import run_fdm
@@ -108,6 +110,19 @@ def test_schemes_plot_keeps_a_runaway_row_off_the_scale(tmp_path, monkeypatch):
     legend = [t.get_text() for t in errors.get_legend().get_texts()]
     assert len(legend) == 14 and legend[5] == "s5 (off scale)" and legend[0] == "s0"
     assert plots.off_scale_limit([1, 2, 3, 4, 1e9]) == 3e3 and plots.off_scale_limit([1, 2, 3]) is None
+
+
+def test_schemes_plot_of_only_singular_schemes_is_drawn(tmp_path, monkeypatch):
+    """Every KL infinite (singular covariances): the plot is still drawn, not an axis-limit error."""
+    from fdm_engine.evaluation import plots
+    from fdm_engine.evaluation.scheme_score import SchemeScore
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    scores = [SchemeScore(f"s{i}", 10, 4, 8, 4, 2, "x", float("inf"), [1.0] * 10, [0.0] * 10, [0.0] * 10)
+              for i in range(2)]
+    plots.plot_schemes(scores, tmp_path / "p.png", "title")
+    assert len(figures) == 1 and all(map(math.isfinite, figures[0].axes[0].get_xlim()))
     assert plots.off_scale_limit([1, 2, math.inf]) == 1.5e3
 
 

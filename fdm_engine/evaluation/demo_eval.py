@@ -82,7 +82,9 @@ def _truth(cfg: DemoEvalConfig, loaded, name: str, split: str, n: int, length: i
         raise FdmError(f"{ds.root}: split {split!r} has {len(ds)} videos, fewer than the {n} asked for")
     if ds.num_frames(0) < length:
         raise FdmError(f"{ds.root}: videos have {ds.num_frames(0)} frames, fewer than --length {length}")
-    return [ds.read(i, length)[:length] for i in range(n)], [ds.state(i) for i in range(n)], ds.root
+    # each video and its state together: a generated split keeps only its last videos made
+    pairs = [(ds.read(i, length)[:length], ds.state(i)) for i in range(n)]
+    return [v for v, _ in pairs], [s for _, s in pairs], ds.root
 
 
 def _consistency_curves(name: str, videos, states, n_obs: int) -> dict[str, list[float]]:

@@ -64,11 +64,12 @@ def plot_schemes(scores, path, title: str) -> Path:
     axes[0].invert_yaxis()
     axes[0].tick_params(axis="y", labelsize=7 if n > 12 else 9)
     axes[0].set_xlabel("KL(scheme || true), nats per pixel")
-    if all(0 < k for k in shown) and max(shown) > 100 * min(shown):  # e.g. an unstable guided chain
+    finite = [k for k in shown if math.isfinite(k)] or [1e-12]  # (no limit when none is finite)
+    if all(0 < k for k in finite) and max(finite) > 100 * min(finite):  # e.g. an unstable guided chain
         axes[0].set_xscale("log")
-        axes[0].set_xlim(min(shown) / 3, max(shown) * 30)  # room for the labels
+        axes[0].set_xlim(min(finite) / 3, max(finite) * 30)  # room for the labels
     else:
-        axes[0].set_xlim(0, max(max(shown), 1e-12) * 1.35)
+        axes[0].set_xlim(0, max(max(finite), 1e-12) * 1.35)
     peaks = [max(s.variance_ratio) for s in scores]
     errors = [max(abs(e) for e in s.cov_error) for s in scores]
     v_top, e_top = off_scale_limit(peaks), off_scale_limit(errors)

@@ -87,7 +87,8 @@ def optimise_steps(oracle, name: str, steps: int, observed: Sequence[int] = DEFA
 
     # The baseline reported is `--spacing logsnr` itself (integer timesteps), the same as the
     # transfer rows'; the search starts from its fractional twin (u0).
-    logsnr_kl = score_sampler(oracle, make_sampler(name, schedule, steps, "logsnr", eta), observed, latent).kl
+    logsnr = make_sampler(name, schedule, steps, "logsnr", eta)
+    logsnr_kl = score_sampler(oracle, logsnr, observed, latent).kl
     u0 = logsnr_weights(m)
     kl_of(u0)
     if m > 1:
@@ -95,7 +96,7 @@ def optimise_steps(oracle, name: str, steps: int, observed: Sequence[int] = DEFA
                  options={"maxfev": max_evaluations, "xtol": 1e-3, "ftol": 1e-4})
     ts, kl = timesteps_from_weights(schedule, best["u"]), best["kl"]
     if logsnr_kl < kl:  # the search never beat the integer logsnr steps: keep those
-        ts, kl = make_sampler(name, schedule, steps, "logsnr", eta).timesteps.to(torch.float64), logsnr_kl
+        ts, kl = logsnr.timesteps.to(torch.float64), logsnr_kl
     return OptimisedSchedule(name, steps, [float(t) for t in ts], kl, logsnr_kl, history, len(history))
 
 

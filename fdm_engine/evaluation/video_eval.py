@@ -110,16 +110,18 @@ def load_truth(ids: list[int], shape: tuple, data: str | None, data_dir: str | N
     return spec, np.stack([t[:n] for t in truth]), [None if p is None else p[:n] for p in poses]
 
 
-def _checkpoint_extra(model) -> dict:
-    """The metadata of the run's checkpoint ({} for the oracle, or when the file is gone)."""
-    from fdm_engine.checkpoint import load_checkpoint
+def _checkpoint_extra(model) -> dict | None:
+    """The metadata of the run's checkpoint ({} for the oracle; None when the file cannot be read
+    here: then videos generated on the fly are refused, as they could be other than the run's)."""
+    from fdm_engine.checkpoint import read_extra
+    from fdm_engine.denoisers import is_oracle
 
-    if not model or not Path(model).is_file():
+    if not model or is_oracle(model):
         return {}
     try:
-        return load_checkpoint(model).extra
+        return read_extra(model)
     except FdmError:
-        return {}
+        return None
 
 
 def _resize(frames: np.ndarray, size: int, channels: int) -> np.ndarray:
